@@ -1,0 +1,129 @@
+"""Ingest benchmark: signed Events API requests against /slack/events.
+
+    uv run python benchmarks/ingest/run.py [--seconds 8] [--rate 300] [--only bare,bolt,controlroom]
+
+Runs, in one invocation, (a) a bare Starlette/uvicorn route, (b) Bolt for Python's
+AsyncApp with a no-op listener, (c) Control Room in embedded mode committing every event
+to SQLite. Each server runs in its own process pinned to core 0; this load generator is
+pinned to core 1. Reports throughput at saturation and ack latency at a fixed rate, with
+ratios to (a) and (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from loadgen import Result, fixed_rate, saturate, signed_event_requests
+from servers import SIGNING_SECRET
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(core: int) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {core % (os.cpu_count() or 1)})
+
+
+@contextlib.contextmanager
+def server(kind: str) -> Iterator[int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "servers.py"), kind, str(port), data],
+            preexec_fn=lambda: pin(0),
+        )
+        try:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{kind} server exited with {proc.returncode}")
+                time.sleep(0.1)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+async def measure(kind: str, seconds: float, rate: float, conns: int) -> tuple[Result, Result]:
+    with server(kind) as port:
+        warm = signed_event_requests(500, SIGNING_SECRET, port)
+        await saturate(port, warm, conns, 2.0)
+        reqs = signed_event_requests(int(seconds * 30000), SIGNING_SECRET, port)
+        sat = await saturate(port, reqs, conns, seconds)
+        await asyncio.sleep(1.0)
+        fixed = await fixed_rate(
+            port, signed_event_requests(int(rate * 10), SIGNING_SECRET, port), rate, 16
+        )
+    return sat, fixed
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--rate", type=float, default=300.0)
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--only", default="bare,bolt,controlroom")
+    args = ap.parse_args()
+    pin(1)
+    import uvloop
+
+    results: dict[str, tuple[Result, Result]] = {}
+    for kind in args.only.split(","):
+        results[kind] = uvloop.run(measure(kind, args.seconds, args.rate, args.conns))
+        sat, fixed = results[kind]
+        print(
+            f"{kind:12s} saturation {sat.rps:8.0f} req/s ({sat.errors} errors)   "
+            f"at {args.rate:.0f}/s: p50 {fixed.pct(50):.2f} ms p99 {fixed.pct(99):.2f} ms "
+            f"({fixed.errors} errors)",
+            flush=True,
+        )
+    print(f"\nmachine: {machine()}")
+    bare = results.get("bare", (None, None))[0]
+    bolt = results.get("bolt", (None, None))[0]
+    print(
+        f"\n| server | req/s at saturation | vs bare | vs Bolt "
+        f"| p50 ack @{args.rate:.0f}/s | p99 ack |"
+    )
+    print("|---|---|---|---|---|---|")
+    for kind, (sat, fixed) in results.items():
+        vb = f"{sat.rps / bare.rps:.2f}" if bare and bare.rps else "-"
+        vo = f"{sat.rps / bolt.rps:.2f}" if bolt and bolt.rps else "-"
+        print(
+            f"| {kind} | {sat.rps:.0f} | {vb} | {vo} "
+            f"| {fixed.pct(50):.2f} ms | {fixed.pct(99):.2f} ms |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The ASGI application factory: ``create_app(settings) -> Starlette``.
+
+Routes: the Slack and webhook edge (``/slack/events``, ``/hooks/{source}``), health
+(``/healthz`` liveness, ``/readyz`` readiness: the store answers), Prometheus
+``/metrics``, and a small landing page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from controlroom.config import Settings
+from controlroom.envelope import Envelope
+from controlroom.hub import Hub
+
+__all__ = ["create_app"]
+
+
+class _Inline:
+    """Adapts the hub's inline handlers to the edge's registry protocol."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def find(self, envelope: Envelope) -> Callable[[Envelope], Awaitable[Any]] | None:
+        return self._hub.inline_for(envelope)
+
+
+def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool = True) -> Starlette:
+    """Build the web edge. With ``manage_hub`` the app's lifespan starts and closes the
+    hub; ``controlroom up`` passes a hub it runs itself alongside the workers."""
+    from controlroom.edge.http import edge_routes
+    from controlroom.edge.replay import SqlReplayCache
+    from controlroom.edge.shared import EdgeMetrics
+
+    the_hub = hub or Hub(settings)
+    replay = SqlReplayCache(the_hub.db)
+    edge_metrics = EdgeMetrics(the_hub.metrics)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            await the_hub.queue.ping()
+        except Exception as exc:
+            return JSONResponse({"ok": False, "error": type(exc).__name__}, status_code=503)
+        return JSONResponse({"ok": True, "jobs": await the_hub.queue.counts()})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(the_hub.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    async def index(_: Request) -> Response:
+        wfs = ", ".join(sorted(the_hub.registry.workflows)) or "none"
+        return HTMLResponse(
+            "<!doctype html><title>Control Room</title><h1>Control Room</h1>"
+            f"<p>Workflows enabled: {wfs}.</p>"
+            '<p><a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>'
+        )
+
+    async def robots(_: Request) -> Response:
+        return PlainTextResponse("User-agent: *\nDisallow: /\n")
+
+    routes: list[BaseRoute] = [
+        *edge_routes(
+            settings,
+            the_hub.queue,
+            replay=replay,
+            inline=_Inline(the_hub),
+            metrics=edge_metrics,
+            clock=the_hub.clock,
+        ),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/robots.txt", robots),
+        Route("/", index),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if manage_hub:
+            await the_hub.start()
+        try:
+            yield
+        finally:
+            if manage_hub:
+                await the_hub.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.hub = the_hub
+    return app

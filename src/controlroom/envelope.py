@@ -1,0 +1,59 @@
+"""The unit of inbound work: one verified request, committed before it is answered."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Envelope", "EnvelopeKind"]
+
+EnvelopeKind = Literal[
+    "event",  # Events API event_callback
+    "block_actions",
+    "view_submission",
+    "view_closed",
+    "shortcut",  # global shortcut
+    "message_action",  # message shortcut
+    "command",  # slash command
+    "options",  # block_suggestion / options load
+    "webhook",  # CI / CRM / generic
+    "schedule",  # a periodic tick
+]
+
+
+def new_id() -> str:
+    """A sortable unique id: milliseconds since the epoch, then random bits."""
+    return f"{int(time.time() * 1000):013x}{uuid.uuid4().hex[:19]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One piece of inbound work.
+
+    ``dedupe_key`` is what makes a retry a duplicate: Slack's ``event_id``, a provider's
+    delivery id, or the envelope id itself where the source gives none.
+    ``source`` is ``slack`` or ``hook:<name>`` or ``schedule``; ``transport`` says how it
+    arrived (``http`` or ``socket``).
+    """
+
+    kind: EnvelopeKind
+    source: str
+    body: dict[str, Any]
+    dedupe_key: str
+    team_id: str = ""
+    enterprise_id: str = ""
+    transport: str = "http"
+    provider_event: str = ""
+    id: str = field(default_factory=new_id)
+    received_at: float = field(default_factory=time.time)
+    retry_num: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Envelope:
+        return cls(**json.loads(data))

@@ -1,0 +1,231 @@
+"""The hub: one runtime object owning the queue, the store, the enabled workflows and the
+services handlers reach through ``ctx``. ``controlroom up``, ``serve`` and ``worker`` each
+build one; the web edge uses its intake side, workers its execution side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from controlroom.config import Settings
+from controlroom.context import Context
+from controlroom.dispatch import Registry, load_workflows, matching_action
+from controlroom.envelope import Envelope
+from controlroom.errors import PermanentError
+from controlroom.queue import open_queue
+from controlroom.queue.base import JobInfo, JobQueue, PeriodicSpec
+from controlroom.store.db import Database
+from controlroom.store.state import StateStore
+from controlroom.workflow import Handler, Workflow
+
+__all__ = ["Hub"]
+
+log = structlog.get_logger("controlroom.hub")
+SlackFactory = Callable[[str], Any]
+
+
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        queue: JobQueue | None = None,
+        db: Database | None = None,
+        workflows: Iterable[Workflow] | None = None,
+        slack_factory: SlackFactory | None = None,
+        metrics: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        url = settings.effective_database_url
+        self.db = db or Database(url)
+        self.queue = queue or open_queue(
+            url,
+            default_max_attempts=settings.queue.max_attempts,
+        )
+        wfs = (
+            list(workflows) if workflows is not None else load_workflows(settings.enabled_workflows)
+        )
+        self.registry = Registry(wfs)
+        self.metrics = metrics or CollectorRegistry()
+        self._handled = Counter(
+            "controlroom_handler_runs",
+            "Handler runs by handler and outcome",
+            ["handler", "outcome"],
+            registry=self.metrics,
+        )
+        self._handler_seconds = Histogram(
+            "controlroom_handler_seconds",
+            "Handler run time",
+            ["handler"],
+            registry=self.metrics,
+        )
+        self._slack_factory = slack_factory
+        self._slack_clients: dict[str, Any] = {}
+        self.http = httpx.AsyncClient(timeout=10.0)
+        self.audit: Any = None
+        self.authz: Any = None
+        self.services: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        await self.db.run(lambda conn: None)
+        self.db.create_all()
+        await self.queue.open()
+        self.queue.register("dispatch", self.run_dispatch)
+        self.queue.register("run_handler", self.run_handler)
+        self.queue.register("run_schedule", self.run_schedule)
+        self.queue.register("run_task", self.run_task)
+        for h in self.registry.schedules():
+            assert h.cron is not None
+            self.queue.add_periodic(
+                PeriodicSpec(
+                    name=h.qualname,
+                    cron=h.cron,
+                    task="run_schedule",
+                    timezone=h.timezone,
+                    args={"handler": h.qualname},
+                )
+            )
+        for wf in self.registry.workflows.values():
+            for fn in wf.on_start:
+                await fn(self)
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await self.http.aclose()
+        for client in self._slack_clients.values():
+            closer = getattr(client, "aclose", None)
+            if closer is not None:
+                await closer()
+        self.db.dispose()
+
+    # -- services ---------------------------------------------------------------
+    def slack_for(self, team_id: str) -> Any:
+        """The Slack client bound to a workspace (the configured bot token for now)."""
+        client = self._slack_clients.get(team_id)
+        if client is None:
+            if self._slack_factory is not None:
+                client = self._slack_factory(team_id)
+            else:
+                from slack_sdk.web.async_client import AsyncWebClient
+
+                token = self.settings.slack.bot_token
+                client = AsyncWebClient(
+                    token=token.get() if token else None, base_url=self.settings.slack.api_url
+                )
+            self._slack_clients[team_id] = client
+        return client
+
+    def provider_of(self, envelope: Envelope) -> str | None:
+        if envelope.source.startswith("hook:"):
+            src = self.settings.hooks.get(envelope.source[5:])
+            return src.provider if src else None
+        return None
+
+    def context(
+        self,
+        handler: Handler,
+        *,
+        envelope: Envelope | None = None,
+        args: dict[str, Any] | None = None,
+        job_id: str | None = None,
+    ) -> Context:
+        team = envelope.team_id if envelope else str((args or {}).get("team_id", ""))
+        action = matching_action(handler.route, envelope) if envelope else None
+        return Context(
+            workflow=handler.workflow,
+            hub=self,
+            slack=self.slack_for(team or self.settings.slack.team_id),
+            state=StateStore(self.db, handler.workflow, clock=self.clock),
+            log=log.bind(
+                workflow=handler.workflow,
+                handler=handler.name,
+                envelope_id=envelope.id if envelope else None,
+                job_id=job_id,
+            ),
+            config=self.settings.workflows.get(handler.workflow, {}),
+            envelope=envelope,
+            args=args or {},
+            action=action,
+            job_id=job_id,
+        )
+
+    async def post_response_url(self, url: str, message: dict[str, Any]) -> None:
+        resp = await self.http.post(url, json=message)
+        resp.raise_for_status()
+
+    # -- inline (edge) ----------------------------------------------------------
+    def inline_for(self, envelope: Envelope) -> Callable[[Envelope], Awaitable[Any]] | None:
+        handler = self.registry.inline_for(envelope, self.provider_of(envelope))
+        if handler is None:
+            return None
+
+        async def run(env: Envelope) -> Any:
+            return await self._call(handler, self.context(handler, envelope=env))
+
+        return run
+
+    # -- job tasks --------------------------------------------------------------
+    async def _load(self, envelope_id: str) -> Envelope:
+        env = await self.queue.get_envelope(envelope_id)
+        if env is None:
+            raise PermanentError(f"envelope {envelope_id} is not in the inbox")
+        return env
+
+    async def run_dispatch(self, job: JobInfo) -> None:
+        env = await self._load(str(job.args["envelope_id"]))
+        matched = [h for h in self.registry.matches(env, self.provider_of(env)) if not h.inline]
+        log.info(
+            "dispatch", envelope_id=env.id, kind=env.kind, handlers=[h.qualname for h in matched]
+        )
+        for h in matched:
+            await self.queue.enqueue(
+                "run_handler",
+                {"envelope_id": env.id, "handler": h.qualname},
+                idempotency_key=f"{env.id}:{h.qualname}",
+                max_attempts=h.max_attempts,
+                envelope_id=env.id,
+            )
+
+    def _handler(self, qualname: str) -> Handler:
+        h = self.registry.handlers.get(qualname)
+        if h is None:
+            raise PermanentError(f"no handler {qualname!r} is enabled")
+        return h
+
+    async def run_handler(self, job: JobInfo) -> None:
+        env = await self._load(str(job.args["envelope_id"]))
+        h = self._handler(str(job.args["handler"]))
+        await self._call(h, self.context(h, envelope=env, job_id=job.id))
+
+    async def run_schedule(self, job: JobInfo) -> None:
+        h = self._handler(str(job.args["handler"]))
+        await self._call(h, self.context(h, args=dict(job.args), job_id=job.id))
+
+    async def run_task(self, job: JobInfo) -> None:
+        h = self._handler(str(job.args["handler"]))
+        args = dict(job.args.get("args") or {})
+        args.setdefault("team_id", job.args.get("team_id", ""))
+        env = await self.queue.get_envelope(job.envelope_id) if job.envelope_id else None
+        await self._call(h, self.context(h, envelope=env, args=args, job_id=job.id))
+
+    async def _call(self, handler: Handler, ctx: Context) -> Any:
+        start = time.perf_counter()
+        try:
+            result = await handler.fn(ctx)
+        except Exception:
+            self._handled.labels(handler.qualname, "error").inc()
+            ctx.log.exception("handler failed")
+            raise
+        finally:
+            self._handler_seconds.labels(handler.qualname).observe(time.perf_counter() - start)
+        self._handled.labels(handler.qualname, "ok").inc()
+        return result

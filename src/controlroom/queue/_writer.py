@@ -1,0 +1,190 @@
+"""The single SQLite writer: one thread, one connection, group commit.
+
+Producers hand the writer a function of the connection; the writer drains every pending
+request, runs them in ONE transaction (each inside its own savepoint, so one failing
+request does not undo its neighbours), commits once and only then resolves the futures.
+A caller awaiting its future therefore knows its write is committed.
+
+Durability: the file is in WAL mode. With ``synchronous=FULL`` (the default here) the
+commit fsyncs the WAL, so an acknowledged write survives a power cut; one fsync is shared
+by the whole batch, which is what makes FULL affordable. ``synchronous=NORMAL`` survives
+a process crash (the WAL is in the OS cache) but may lose the last batches on power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from controlroom.errors import QueueError
+
+__all__ = ["SqliteWriter", "connect"]
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+_STOP = object()
+_MAX_BATCH = 512
+
+
+def connect(path: str, *, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, busy timeout."""
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class _Request:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+class SqliteWriter:
+    """Owns the only write connection of this process to one SQLite file."""
+
+    def __init__(self, path: str, *, synchronous: Synchronous = "FULL") -> None:
+        self._path = path
+        self._synchronous: Synchronous = synchronous
+        self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._closed = False
+        self.batches = 0
+        self.requests = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="controlroom-sqlite-writer")
+        self._thread.daemon = True
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise QueueError(f"cannot open {self._path}: {self._start_error}")
+
+    def stop(self) -> None:
+        """Process every request already submitted, then close the connection."""
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._requests.put(_STOP)
+        self._thread.join()
+
+    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed or self._thread is None:
+            raise QueueError("the queue is not open")
+        request = _Request(fn)
+        self._requests.put(request)
+        try:
+            result: T = await asyncio.wrap_future(request.future)
+        except sqlite3.Error as exc:
+            raise QueueError(f"the queue store at {self._path} failed: {exc}") from exc
+        return result
+
+    # -- the writer thread --------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            conn = connect(self._path, synchronous=self._synchronous)
+        except BaseException as exc:  # reported to start()
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stopping = False
+            while not stopping:
+                first = self._requests.get()
+                batch: list[_Request] = []
+                if first is _STOP:
+                    stopping = True
+                else:
+                    assert isinstance(first, _Request)
+                    batch.append(first)
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        item = self._requests.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        continue
+                    assert isinstance(item, _Request)
+                    batch.append(item)
+                if batch:
+                    self._execute(conn, batch)
+        finally:
+            conn.close()
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        """Run the batch in one transaction. Optimistically without savepoints; if a
+        request fails, roll back and run the batch again with a savepoint around each
+        request, so the failure is that request's alone."""
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        results = self._transaction(conn, live, isolate=False)
+        if results is None:
+            results = self._transaction(conn, live, isolate=True)
+        if results is None:
+            return
+        self.batches += 1
+        self.requests += len(live)
+        for request, ok, value in results:
+            if ok:
+                request.future.set_result(value)
+            else:
+                request.future.set_exception(value)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, live: list[_Request], *, isolate: bool
+    ) -> list[tuple[_Request, bool, Any]] | None:
+        """The results of one transaction over ``live``; None when it was abandoned
+        (a failure without isolation, or a failed BEGIN/COMMIT, which fails every
+        request's future)."""
+        results: list[tuple[_Request, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for request in live:
+                request.future.set_exception(QueueError(f"cannot begin a write: {exc}"))
+            return None
+        for request in live:
+            if not isolate:
+                try:
+                    results.append((request, True, request.fn(conn)))
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    return None
+                continue
+            try:
+                conn.execute("SAVEPOINT request")
+                value = request.fn(conn)
+                conn.execute("RELEASE request")
+                results.append((request, True, value))
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                except sqlite3.Error:
+                    pass
+                results.append((request, False, exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for request in live:
+                request.future.set_exception(QueueError(f"commit failed: {exc}"))
+            return None
+        return results

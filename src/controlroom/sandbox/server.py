@@ -1,0 +1,64 @@
+"""Serving a sandbox on a real loopback port with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from .core import Sandbox
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    sandbox: Sandbox
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """Pass as ``base_url`` to ``slack_sdk`` clients."""
+        return f"{self.url}/api/"
+
+
+@contextlib.asynccontextmanager
+async def serve_sandbox(
+    sb: Sandbox, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[RunningSandbox]:
+    """Run ``sb.app`` under uvicorn until the block exits; then close everything."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = int(sock.getsockname()[1])
+    running = RunningSandbox(sb, host, bound_port)
+    sb.public_url = running.url
+    config = uvicorn.Config(
+        sb.app,
+        log_level="warning",
+        lifespan="off",
+        ws_ping_interval=None,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("sandbox server stopped during start-up")
+            await asyncio.sleep(0.01)
+        yield running
+    finally:
+        await sb.aclose()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
