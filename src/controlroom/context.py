@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from controlroom.envelope import Envelope
     from controlroom.hub import Hub
+    from controlroom.security.audit import AuditLog
+    from controlroom.security.authz import Authorizer
     from controlroom.store.state import StateStore
 
 __all__ = ["Context"]
@@ -25,7 +27,7 @@ class Context:
     slack: Any
     state: StateStore
     log: Any
-    config: Mapping[str, Any] = field(default_factory=dict)
+    config: Any = field(default_factory=dict)
     envelope: Envelope | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
     action: Mapping[str, Any] | None = None
@@ -71,16 +73,19 @@ class Context:
 
     # -- services ---------------------------------------------------------------
     @property
-    def audit(self) -> Any:
+    def audit(self) -> AuditLog:
+        """The hash-chained audit log: ``await ctx.audit.record(actor=..., ...)``."""
         return self.hub.audit
 
     @property
-    def authz(self) -> Any:
+    def authz(self) -> Authorizer:
+        """The policy: ``await ctx.authz.check("deploys.rollback", user=..., ...)``."""
         return self.hub.authz
 
     @property
-    def secrets(self) -> Any:
-        return self.hub.settings
+    def services(self) -> dict[str, Any]:
+        """What this workflow's ``@wf.startup`` built (connectors, executors, ledgers)."""
+        return self.hub.services.setdefault(self.workflow, {})
 
     async def enqueue(
         self,

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel, ValidationError
 
 from controlroom.config import Settings
 from controlroom.context import Context
 from controlroom.dispatch import Registry, load_workflows, matching_action
 from controlroom.envelope import Envelope
-from controlroom.errors import PermanentError
+from controlroom.errors import ConfigError, PermanentError
 from controlroom.queue import open_queue
 from controlroom.queue.base import JobInfo, JobQueue, PeriodicSpec
 from controlroom.store.db import Database
@@ -28,6 +29,42 @@ __all__ = ["Hub"]
 
 log = structlog.get_logger("controlroom.hub")
 SlackFactory = Callable[[str], Any]
+
+
+def _validate_workflow_config(wf: Workflow, raw: dict[str, Any]) -> Any:
+    """``[workflows.<name>]`` through the workflow's ``config_model``; every problem is a
+    ``ConfigError`` naming the key."""
+    if wf.config_model is None:
+        return raw
+    model: Any = wf.config_model
+    try:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(raw)
+        return model(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                (
+                    ".".join(["workflows", wf.name, *(str(p) for p in err["loc"])]),
+                    "configuration",
+                    err["msg"],
+                )
+                for err in exc.errors()
+            ]
+        ) from None
+    except ValueError as exc:
+        raise ConfigError([(f"workflows.{wf.name}", "configuration", str(exc))]) from None
+
+
+class _LazyClient:
+    """Defers building the Slack client until the first user-group lookup."""
+
+    def __init__(self, hub: Hub, team_id: str) -> None:
+        self._hub = hub
+        self._team = team_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hub.slack_for(self._team), name)
 
 
 class Hub:
@@ -70,9 +107,20 @@ class Hub:
         self._slack_factory = slack_factory
         self._slack_clients: dict[str, Any] = {}
         self.http = httpx.AsyncClient(timeout=10.0)
-        self.audit: Any = None
-        self.authz: Any = None
-        self.services: dict[str, Any] = {}
+        from controlroom.security.audit import AuditLog
+        from controlroom.security.authz import Authorizer, Policy, SlackUsergroupResolver
+
+        self.audit = AuditLog(self.db, clock)
+        self.authz = Authorizer(
+            Policy.from_config(settings.policy),
+            SlackUsergroupResolver(_LazyClient(self, settings.slack.team_id)),
+            self.audit,
+        )
+        self.services: dict[str, dict[str, Any]] = {}
+        self.workflow_config: dict[str, Any] = {
+            name: _validate_workflow_config(wf, settings.workflows.get(name, {}))
+            for name, wf in self.registry.workflows.items()
+        }
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -151,7 +199,7 @@ class Hub:
                 envelope_id=envelope.id if envelope else None,
                 job_id=job_id,
             ),
-            config=self.settings.workflows.get(handler.workflow, {}),
+            config=self.workflow_config.get(handler.workflow, {}),
             envelope=envelope,
             args=args or {},
             action=action,

@@ -90,6 +90,12 @@ class Workflow:
     shortcuts: Mapping[str, str] = field(default_factory=dict)
     handlers: list[Handler] = field(default_factory=list)
     on_start: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
+    #: validates ``[workflows.<name>]``: a pydantic model class, or any callable taking the
+    #: raw mapping and returning the validated settings (raise ``ConfigError`` or
+    #: ``ValueError``); the result is ``ctx.config``
+    config_model: Callable[..., Any] | None = None
+    #: needs a Slack app to have: used by ``controlroom manifest``
+    interactivity: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -179,6 +185,8 @@ class Workflow:
         return deco
 
     def startup(self, fn: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
-        """Run once when the hub starts, with the hub's services."""
+        """Run once when the hub starts, with the hub: build connectors and keep them in
+        ``hub.services[<workflow name>]`` (a dict), which handlers see as
+        ``ctx.services``."""
         self.on_start.append(fn)
         return fn
