@@ -38,11 +38,18 @@ def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool =
     """Build the web edge. With ``manage_hub`` the app's lifespan starts and closes the
     hub; ``controlroom up`` passes a hub it runs itself alongside the workers."""
     from controlroom.edge.http import edge_routes
-    from controlroom.edge.replay import SqlReplayCache
+    from controlroom.edge.replay import MemoryReplayCache, ReplayCache, SqlReplayCache
     from controlroom.edge.shared import EdgeMetrics
 
     the_hub = hub or Hub(settings)
-    replay = SqlReplayCache(the_hub.db)
+    # One process owns an embedded SQLite hub, so an in-memory replay cache sees every
+    # request it accepted; replicas on PostgreSQL share theirs through the database.
+    # Either way, a replayed Slack event is also caught by the inbox's event_id dedupe.
+    replay: ReplayCache = (
+        SqlReplayCache(the_hub.db)
+        if settings.is_distributed
+        else MemoryReplayCache(max_entries=500_000)
+    )
     edge_metrics = EdgeMetrics(the_hub.metrics)
 
     async def healthz(_: Request) -> Response:

@@ -124,8 +124,10 @@ class Hub:
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
-        await self.db.run(lambda conn: None)
-        self.db.create_all()
+        from controlroom.store.schema import load_all_tables
+
+        load_all_tables()
+        await self.db.run(self.db.create_all_on)
         await self.queue.open()
         self.queue.register("dispatch", self.run_dispatch)
         self.queue.register("run_handler", self.run_handler)

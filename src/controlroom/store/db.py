@@ -53,6 +53,14 @@ class Database:
     def create_all(self) -> None:
         metadata.create_all(self.engine)
 
+    @staticmethod
+    def create_all_on(conn: Connection) -> None:
+        """Create missing tables inside the caller's transaction. On PostgreSQL an
+        advisory lock makes concurrent starters (several replicas) take turns."""
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243001)")
+        metadata.create_all(conn)
+
     async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` inside one transaction in a thread; commit on success."""
 
