@@ -83,6 +83,9 @@ async def run_controlroom(port: int, data_dir: Path) -> None:
             "sandbox.enabled": "off",
         },
     )
+    from controlroom.logs import configure_logging
+
+    configure_logging(settings)
     hub = Hub(settings, workflows=[])
     await hub.start()
     app = create_app(settings, hub=hub, manage_hub=False)

@@ -33,6 +33,9 @@ class _Inline:
     def find(self, envelope: Envelope) -> Callable[[Envelope], Awaitable[Any]] | None:
         return self._hub.inline_for(envelope)
 
+    def needs_dispatch(self, envelope: Envelope) -> bool:
+        return self._hub.needs_dispatch(envelope)
+
 
 def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool = True) -> Starlette:
     """Build the web edge. With ``manage_hub`` the app's lifespan starts and closes the

@@ -63,7 +63,7 @@ def _settings(path: Path | None, **overrides: Any) -> Settings:
 
 
 def _install_extensions(settings: Settings) -> None:
-    """Register the secret schemes and logging that need the data directory."""
+    """Logging with redaction of every configured secret."""
     from controlroom.logs import configure_logging
 
     configure_logging(settings)

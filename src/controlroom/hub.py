@@ -223,6 +223,12 @@ class Hub:
 
         return run
 
+    def needs_dispatch(self, envelope: Envelope) -> bool:
+        """Whether any durable handler matches (routing is pure and in-process)."""
+        return any(
+            not h.inline for h in self.registry.matches(envelope, self.provider_of(envelope))
+        )
+
     # -- job tasks --------------------------------------------------------------
     async def _load(self, envelope_id: str) -> Envelope:
         env = await self.queue.get_envelope(envelope_id)
@@ -233,7 +239,7 @@ class Hub:
     async def run_dispatch(self, job: JobInfo) -> None:
         env = await self._load(str(job.args["envelope_id"]))
         matched = [h for h in self.registry.matches(env, self.provider_of(env)) if not h.inline]
-        log.info(
+        log.debug(
             "dispatch", envelope_id=env.id, kind=env.kind, handlers=[h.qualname for h in matched]
         )
         for h in matched:

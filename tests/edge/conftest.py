@@ -98,6 +98,11 @@ class Inline:
 
     handlers: dict[str, InlineHandler] = field(default_factory=dict)
     ran: list[Envelope] = field(default_factory=list)
+    #: envelope kinds no durable handler wants (committed without a dispatch job)
+    undispatched: set[str] = field(default_factory=set)
+
+    def needs_dispatch(self, envelope: Envelope) -> bool:
+        return envelope.kind not in self.undispatched
 
     def find(self, envelope: Envelope) -> InlineHandler | None:
         handler = self.handlers.get(envelope.kind)

@@ -480,3 +480,19 @@ async def test_worker_fires_and_runs_a_due_periodic_once(queue_factory: QueueFac
     assert ticks == [float(int(clock.now) // 60 * 60)]
     await run_until_idle(q)
     assert len(ticks) == 1
+
+
+async def test_an_envelope_no_handler_wants_is_kept_and_deduplicated_without_a_job(
+    queue_factory: QueueFactory, clock: FakeClock
+) -> None:
+    queue = await opened(queue_factory(clock=clock))
+    env = Envelope(kind="event", source="slack", body={"event": {}}, dedupe_key="Ev-quiet")
+    first = await queue.accept(env, dispatch=False)
+    again = await queue.accept(
+        Envelope(kind="event", source="slack", body={}, dedupe_key="Ev-quiet"), dispatch=False
+    )
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert again.envelope_id == env.id
+    stored = await queue.get_envelope(env.id)
+    assert stored is not None and stored.dedupe_key == "Ev-quiet"
+    assert await queue.list_jobs(task="dispatch") == []

@@ -126,7 +126,8 @@ class _Edge:
 
     async def _accept(self, envelope: Envelope, source: str) -> AcceptResult:
         try:
-            return await self.queue.accept(envelope)
+            dispatch = self.inline.needs_dispatch(envelope) if self.inline is not None else True
+            return await self.queue.accept(envelope, dispatch=dispatch)
         except Exception:
             _log.exception("edge_accept_failed", envelope_id=envelope.id, source=source)
             raise EdgeRejection("queue unavailable, retry later", 503, "unavailable") from None
@@ -169,7 +170,7 @@ class _Edge:
         result = await self._accept(parsed, "slack")
         outcome = "duplicate" if result.duplicate else "accepted"
         self.metrics.requests.labels("slack", outcome).inc()
-        _log.info(
+        _log.debug(
             "edge_accepted",
             source="slack",
             envelope_id=result.envelope_id,
@@ -214,7 +215,7 @@ class _Edge:
         result = await self._accept(envelope, source)
         outcome = "duplicate" if result.duplicate else "accepted"
         self.metrics.requests.labels(source, outcome).inc()
-        _log.info(
+        _log.debug(
             "edge_accepted",
             source=source,
             envelope_id=result.envelope_id,

@@ -87,6 +87,11 @@ class InlineRegistry(Protocol):
 
     def find(self, envelope: Envelope) -> InlineHandler | None: ...
 
+    def needs_dispatch(self, envelope: Envelope) -> bool:
+        """False when no durable handler is interested: the envelope is still committed
+        (and de-duplicated) but no job is made for it."""
+        ...
+
 
 async def run_inline(
     registry: InlineRegistry | None,

@@ -14,7 +14,6 @@ a process crash (the WAL is in the OS cache) but may lose the last batches on po
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import queue
 import sqlite3
@@ -43,11 +42,43 @@ def connect(path: str, *, synchronous: Synchronous = "FULL") -> sqlite3.Connecti
 
 
 class _Request:
-    __slots__ = ("fn", "future")
+    """One write and where its outcome goes: an asyncio future on the submitter's loop.
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    Outcomes are handed back per batch, with one ``call_soon_threadsafe`` per loop, not
+    one per request: at thousands of writes a second the per-request cross-thread
+    wake-ups cost more than the writes."""
+
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
         self.fn = fn
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.loop = loop
+        self.future = future
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Runs on the submitter's loop: resolve every future of one batch."""
+    for future, ok, value in outcomes:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _deliver(items: list[tuple[_Request, bool, Any]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for request, ok, value in items:
+        by_loop.setdefault(request.loop, []).append((request.future, ok, value))
+    for loop, outcomes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, outcomes)
 
 
 class SqliteWriter:
@@ -83,10 +114,11 @@ class SqliteWriter:
     async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self._thread is None:
             raise QueueError("the queue is not open")
-        request = _Request(fn)
+        loop = asyncio.get_running_loop()
+        request = _Request(fn, loop, loop.create_future())
         self._requests.put(request)
         try:
-            result: T = await asyncio.wrap_future(request.future)
+            result: T = await asyncio.shield(request.future)
         except sqlite3.Error as exc:
             raise QueueError(f"the queue store at {self._path} failed: {exc}") from exc
         return result
@@ -129,9 +161,7 @@ class SqliteWriter:
         """Run the batch in one transaction. Optimistically without savepoints; if a
         request fails, roll back and run the batch again with a savepoint around each
         request, so the failure is that request's alone."""
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        live = batch
         results = self._transaction(conn, live, isolate=False)
         if results is None:
             results = self._transaction(conn, live, isolate=True)
@@ -139,11 +169,7 @@ class SqliteWriter:
             return
         self.batches += 1
         self.requests += len(live)
-        for request, ok, value in results:
-            if ok:
-                request.future.set_result(value)
-            else:
-                request.future.set_exception(value)
+        _deliver(results)
 
     def _transaction(
         self, conn: sqlite3.Connection, live: list[_Request], *, isolate: bool
@@ -155,8 +181,7 @@ class SqliteWriter:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for request in live:
-                request.future.set_exception(QueueError(f"cannot begin a write: {exc}"))
+            _deliver([(r, False, QueueError(f"cannot begin a write: {exc}")) for r in live])
             return None
         for request in live:
             if not isolate:
@@ -184,7 +209,6 @@ class SqliteWriter:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            for request in live:
-                request.future.set_exception(QueueError(f"commit failed: {exc}"))
+            _deliver([(r, False, QueueError(f"commit failed: {exc}")) for r in live])
             return None
         return results

@@ -101,9 +101,11 @@ class JobQueue(Protocol):
         """Flush pending writes and stop; committed work survives."""
 
     # -- intake ---------------------------------------------------------------
-    async def accept(self, envelope: Envelope) -> AcceptResult:
+    async def accept(self, envelope: Envelope, *, dispatch: bool = True) -> AcceptResult:
         """Durably commit the envelope and its dispatch job; return only after commit.
-        A second envelope with the same ``dedupe_key`` is not stored again."""
+        A second envelope with the same ``dedupe_key`` is not stored again. With
+        ``dispatch=False`` (no handler is interested, e.g. a busy channel's plain
+        messages) the envelope is kept in the inbox, de-duplicated, and no job is made."""
 
     async def get_envelope(self, envelope_id: str) -> Envelope | None: ...
 

@@ -215,7 +215,7 @@ class PostgresQueue:
         self._wakers.discard(event)
 
     # -- intake -----------------------------------------------------------------------
-    async def accept(self, envelope: Envelope) -> AcceptResult:
+    async def accept(self, envelope: Envelope, *, dispatch: bool = True) -> AcceptResult:
         try:
             async with self._tx() as conn:
                 inserted = await self._rows(
@@ -231,6 +231,8 @@ class PostgresQueue:
                         (envelope.dedupe_key,),
                     )
                     return AcceptResult(envelope_id=found[0]["id"], duplicate=True)
+                if not dispatch:
+                    return AcceptResult(envelope_id=envelope.id, duplicate=False)
                 await self._defer(
                     conn,
                     task=DISPATCH_TASK,

@@ -9,6 +9,7 @@ import contextlib
 import json
 import random
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -150,6 +151,9 @@ class SqliteQueue:
         self._sleep = sleep
         self._synchronous: Synchronous = synchronous
         self._writer = SqliteWriter(self.path, synchronous=synchronous)
+        self._readers = threading.local()
+        self._reader_lock = threading.Lock()
+        self._reader_conns: list[sqlite3.Connection] = []
         self._tasks: dict[str, TaskFn] = {}
         self._periodics: dict[str, PeriodicSpec] = {}
         self._wakers: set[asyncio.Event] = set()
@@ -186,6 +190,11 @@ class SqliteQueue:
             return
         self._opened = False
         await asyncio.to_thread(self._writer.stop)
+        with self._reader_lock:
+            conns, self._reader_conns = self._reader_conns, []
+            self._readers = threading.local()
+        for conn in conns:
+            conn.close()
 
     async def __aenter__(self) -> SqliteQueue:
         await self.open()
@@ -204,11 +213,15 @@ class SqliteQueue:
             raise QueueError("the queue is not open")
 
         def work() -> Any:
-            conn = connect(self.path)
-            try:
-                return fn(conn)
-            finally:
-                conn.close()
+            # One read connection per thread of the default executor, kept open: opening
+            # a connection (and its PRAGMAs) per read cost more than most reads.
+            conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+            if conn is None:
+                conn = connect(self.path)
+                self._readers.conn = conn
+                with self._reader_lock:
+                    self._reader_conns.append(conn)
+            return fn(conn)
 
         try:
             return await asyncio.to_thread(work)
@@ -216,7 +229,7 @@ class SqliteQueue:
             raise QueueError(f"cannot read the queue at {self.path}: {exc}") from exc
 
     # -- intake -----------------------------------------------------------------------
-    async def accept(self, envelope: Envelope) -> AcceptResult:
+    async def accept(self, envelope: Envelope, *, dispatch: bool = True) -> AcceptResult:
         data = envelope.to_json()
         now = self._clock()
         job_id = new_id()
@@ -233,6 +246,8 @@ class SqliteQueue:
                     "SELECT id FROM queue_inbox WHERE dedupe_key = ?", (envelope.dedupe_key,)
                 ).fetchone()
                 return AcceptResult(envelope_id=row["id"], duplicate=True)
+            if not dispatch:
+                return AcceptResult(envelope_id=envelope.id, duplicate=False)
             _insert_job(
                 conn,
                 job_id=job_id,
