@@ -107,4 +107,38 @@ def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool =
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = the_hub
+    app.state.edge_metrics = edge_metrics
+    app.state.inline = _Inline(the_hub)
     return app
+
+
+@contextlib.asynccontextmanager
+async def socket_mode_intake(settings: Settings, app: Starlette) -> AsyncIterator[Any]:
+    """Socket Mode connections feeding the same inbox as the HTTP edge, when
+    ``slack.socket_mode`` is on (an app-level token is required)."""
+    if not settings.slack.socket_mode:
+        yield None
+        return
+    if settings.slack.app_token is None:
+        from controlroom.errors import ConfigError
+
+        raise ConfigError(
+            [("slack.app_token", "configuration", "socket_mode = true needs an app-level token")]
+        )
+    from controlroom.edge.socket_mode import SocketModeIntake
+
+    hub: Hub = app.state.hub
+    intake = SocketModeIntake(
+        settings.slack.app_token.get(),
+        hub.queue,
+        connections=settings.slack.socket_connections,
+        api_url=settings.slack.api_url,
+        inline=app.state.inline,
+        metrics=app.state.edge_metrics,
+        clock=hub.clock,
+    )
+    await intake.start()
+    try:
+        yield intake
+    finally:
+        await intake.close()

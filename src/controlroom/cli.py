@@ -124,7 +124,7 @@ def _default_workflows() -> tuple[str, ...]:
 
 
 async def _up(settings: Settings) -> None:
-    from controlroom.app import create_app
+    from controlroom.app import create_app, socket_mode_intake
     from controlroom.hub import Hub
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +155,7 @@ async def _up(settings: Settings) -> None:
                             "app_token": Secret(sandbox.app_token, "sandbox"),
                             "api_url": running.api_url,
                             "team_id": sandbox.team_id,
+                            "socket_mode": settings.sandbox.delivery == "socket",
                         }
                     )
                 }
@@ -166,8 +167,9 @@ async def _up(settings: Settings) -> None:
         server = await stack.enter_async_context(
             serve_asgi(web, settings.server.host, settings.server.port)
         )
+        await stack.enter_async_context(socket_mode_intake(settings, web))
         hub_url = f"http://{settings.server.host}:{bound_port(server)}"
-        if sandbox is not None:
+        if sandbox is not None and not settings.slack.socket_mode:
             await sandbox.set_request_url(f"{hub_url}/slack/events")
         worker = asyncio.create_task(hub.queue.run_worker(concurrency=settings.queue.workers))
         stack.callback(worker.cancel)
@@ -199,10 +201,13 @@ def serve(
     _install_extensions(settings)
 
     async def main_() -> None:
-        from controlroom.app import create_app
+        from controlroom.app import create_app, socket_mode_intake
 
         web = create_app(settings)
-        async with serve_asgi(web, settings.server.host, settings.server.port) as server:
+        async with (
+            serve_asgi(web, settings.server.host, settings.server.port) as server,
+            socket_mode_intake(settings, web),
+        ):
             console.print(f"serving on http://{settings.server.host}:{bound_port(server)}")
             await asyncio.Event().wait()
 

@@ -20,7 +20,7 @@ from controlroom.dispatch import Registry, load_workflows, matching_action
 from controlroom.envelope import Envelope
 from controlroom.errors import ConfigError, PermanentError
 from controlroom.queue import open_queue
-from controlroom.queue.base import JobInfo, JobQueue, PeriodicSpec
+from controlroom.queue.base import Backoff, JobInfo, JobQueue, PeriodicSpec
 from controlroom.store.db import Database
 from controlroom.store.state import StateStore
 from controlroom.workflow import Handler, Workflow
@@ -83,9 +83,12 @@ class Hub:
         self.clock = clock
         url = settings.effective_database_url
         self.db = db or Database(url)
+        q = settings.queue
         self.queue = queue or open_queue(
             url,
-            default_max_attempts=settings.queue.max_attempts,
+            default_max_attempts=q.max_attempts,
+            lease_seconds=q.lease_seconds,
+            backoff=Backoff(base=q.backoff_base, cap=q.backoff_cap),
         )
         wfs = (
             list(workflows) if workflows is not None else load_workflows(settings.enabled_workflows)

@@ -85,12 +85,14 @@ async def running_hub(
     sandbox_config: Any = None,
     database_url: str | None = None,
     workers: int = 4,
+    socket_mode: bool = False,
 ) -> AsyncIterator[HubHarness]:
-    """Sandbox + hub + workers on loopback ports, wired like ``controlroom up``."""
-    from controlroom.app import create_app
+    """Sandbox + hub + workers on loopback ports, wired like ``controlroom up``: events
+    arrive as signed HTTP requests, or over Socket Mode with ``socket_mode=True``."""
+    from controlroom.app import create_app, socket_mode_intake
     from controlroom.sandbox import Sandbox, SandboxConfig, serve_sandbox
 
-    sb = Sandbox(sandbox_config or SandboxConfig())
+    sb = Sandbox(sandbox_config or SandboxConfig(socket_mode=socket_mode))
     async with serve_sandbox(sb, host="127.0.0.1", port=0) as running:
         base: dict[str, Any] = {"data_dir": str(data_dir), "sandbox.enabled": "off"}
         if database_url:
@@ -106,6 +108,7 @@ async def running_hub(
                         "app_token": Secret(sb.app_token, "sandbox"),
                         "api_url": running.api_url,
                         "team_id": sb.team_id,
+                        "socket_mode": socket_mode,
                     }
                 )
             }
@@ -114,9 +117,14 @@ async def running_hub(
         await hub.start()
         try:
             web = create_app(settings, hub=hub, manage_hub=False)
-            async with serve_asgi(web, "127.0.0.1", 0) as server:
+            async with (
+                serve_asgi(web, "127.0.0.1", 0) as server,
+                socket_mode_intake(settings, web) as intake,
+            ):
                 hub_url = f"http://127.0.0.1:{bound_port(server)}"
-                if not await sb.set_request_url(f"{hub_url}/slack/events"):
+                if intake is not None:
+                    await intake.wait_connected()
+                elif not await sb.set_request_url(f"{hub_url}/slack/events"):
                     raise RuntimeError("the hub did not answer the url_verification challenge")
                 worker = asyncio.create_task(hub.queue.run_worker(concurrency=workers))
                 try:

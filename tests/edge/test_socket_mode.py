@@ -40,12 +40,12 @@ class CommitTracker:
         self.committed: list[str] = []
         self.fail_next = 0
 
-    async def accept(self, envelope: Envelope) -> AcceptResult:
+    async def accept(self, envelope: Envelope, *, dispatch: bool = True) -> AcceptResult:
         await asyncio.sleep(self.delay)
         if self.fail_next:
             self.fail_next -= 1
             raise OSError("disk unavailable")
-        result = await self.queue.accept(envelope)
+        result = await self.queue.accept(envelope, dispatch=dispatch)
         self.committed.append(envelope.dedupe_key)
         return result
 

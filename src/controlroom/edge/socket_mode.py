@@ -276,7 +276,8 @@ class SocketModeIntake:
             await self._ack(client, req, None)
             return
         try:
-            result = await self.queue.accept(parsed)
+            dispatch = self.inline.needs_dispatch(parsed) if self.inline is not None else True
+            result = await self.queue.accept(parsed, dispatch=dispatch)
         except Exception:
             # Not acked: Slack delivers it again, here or on another connection.
             _log.exception("socket_mode_accept_failed", envelope_id=parsed.id)
