@@ -94,6 +94,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool =
         Route("/robots.txt", robots),
         Route("/", index),
     ]
+    if the_hub.workspaces.oauth is not None:
+        routes.extend(the_hub.workspaces.oauth.routes())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ build one; the web edge uses its intake side, workers its execution side.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -29,6 +30,14 @@ __all__ = ["Hub"]
 
 log = structlog.get_logger("controlroom.hub")
 SlackFactory = Callable[[str], Any]
+
+
+def _lifecycle_event(envelope: Envelope) -> str:
+    if envelope.kind != "event":
+        return ""
+    event = envelope.body.get("event")
+    kind = event.get("type") if isinstance(event, dict) else None
+    return kind if kind in ("tokens_revoked", "app_uninstalled") else ""
 
 
 def _validate_workflow_config(wf: Workflow, raw: dict[str, Any]) -> Any:
@@ -119,6 +128,18 @@ class Hub:
             SlackUsergroupResolver(_LazyClient(self, settings.slack.team_id)),
             self.audit,
         )
+        from controlroom.security.scopes import needed_scopes
+        from controlroom.workspaces import Workspaces
+
+        self.workspaces = Workspaces(
+            settings,
+            self.db,
+            self.http,
+            self.audit,
+            bot_scopes=needed_scopes(self.registry.workflows.values()),
+            owner=f"{os.uname().nodename}:{os.getpid()}",
+            clock=clock,
+        )
         self.services: dict[str, dict[str, Any]] = {}
         self.workflow_config: dict[str, Any] = {
             name: _validate_workflow_config(wf, settings.workflows.get(name, {}))
@@ -161,21 +182,29 @@ class Hub:
         self.db.dispose()
 
     # -- services ---------------------------------------------------------------
-    def slack_for(self, team_id: str) -> Any:
-        """The Slack client bound to a workspace (the configured bot token for now)."""
-        client = self._slack_clients.get(team_id)
+    def slack_for(self, team_id: str, token: str | None = None) -> Any:
+        """The Slack client acting in a workspace with ``token`` (default: the configured
+        bot token). Clients are kept per token, so a rotated token gets a fresh one."""
+        if token is None and self.settings.slack.bot_token is not None:
+            token = self.settings.slack.bot_token.get()
+        key = f"{team_id}:{token or ''}"
+        client = self._slack_clients.get(key)
         if client is None:
             if self._slack_factory is not None:
                 client = self._slack_factory(team_id)
             else:
                 from slack_sdk.web.async_client import AsyncWebClient
 
-                token = self.settings.slack.bot_token
-                client = AsyncWebClient(
-                    token=token.get() if token else None, base_url=self.settings.slack.api_url
-                )
-            self._slack_clients[team_id] = client
+                client = AsyncWebClient(token=token, base_url=self.settings.slack.api_url)
+            self._slack_clients[key] = client
         return client
+
+    async def client_for(self, team_id: str, enterprise_id: str = "") -> Any:
+        """The client for a workspace, from its installation when the app is
+        installable; raises ``RetryLater`` while it needs re-authorisation and
+        ``PermanentError`` once it was uninstalled or revoked."""
+        tok = await self.workspaces.token(team_id, enterprise_id)
+        return self.slack_for(team_id, tok.value)
 
     def provider_of(self, envelope: Envelope) -> str | None:
         if envelope.source.startswith("hook:"):
@@ -183,7 +212,7 @@ class Hub:
             return src.provider if src else None
         return None
 
-    def context(
+    async def context(
         self,
         handler: Handler,
         *,
@@ -192,11 +221,13 @@ class Hub:
         job_id: str | None = None,
     ) -> Context:
         team = envelope.team_id if envelope else str((args or {}).get("team_id", ""))
+        team = team or self.settings.slack.team_id
+        enterprise = envelope.enterprise_id if envelope else ""
         action = matching_action(handler.route, envelope) if envelope else None
         return Context(
             workflow=handler.workflow,
             hub=self,
-            slack=self.slack_for(team or self.settings.slack.team_id),
+            slack=await self.client_for(team, enterprise),
             state=StateStore(self.db, handler.workflow, clock=self.clock),
             log=log.bind(
                 workflow=handler.workflow,
@@ -222,12 +253,14 @@ class Hub:
             return None
 
         async def run(env: Envelope) -> Any:
-            return await self._call(handler, self.context(handler, envelope=env))
+            return await self._call(handler, await self.context(handler, envelope=env))
 
         return run
 
     def needs_dispatch(self, envelope: Envelope) -> bool:
         """Whether any durable handler matches (routing is pure and in-process)."""
+        if _lifecycle_event(envelope):
+            return True
         return any(
             not h.inline for h in self.registry.matches(envelope, self.provider_of(envelope))
         )
@@ -241,6 +274,10 @@ class Hub:
 
     async def run_dispatch(self, job: JobInfo) -> None:
         env = await self._load(str(job.args["envelope_id"]))
+        kind = _lifecycle_event(env)
+        if kind:
+            await self._honour_lifecycle(env, kind)
+            return
         matched = [h for h in self.registry.matches(env, self.provider_of(env)) if not h.inline]
         log.debug(
             "dispatch", envelope_id=env.id, kind=env.kind, handlers=[h.qualname for h in matched]
@@ -248,7 +285,7 @@ class Hub:
         for h in matched:
             await self.queue.enqueue(
                 "run_handler",
-                {"envelope_id": env.id, "handler": h.qualname},
+                {"envelope_id": env.id, "handler": h.qualname, "team_id": env.team_id},
                 idempotency_key=f"{env.id}:{h.qualname}",
                 max_attempts=h.max_attempts,
                 envelope_id=env.id,
@@ -263,18 +300,39 @@ class Hub:
     async def run_handler(self, job: JobInfo) -> None:
         env = await self._load(str(job.args["envelope_id"]))
         h = self._handler(str(job.args["handler"]))
-        await self._call(h, self.context(h, envelope=env, job_id=job.id))
+        await self._call(h, await self.context(h, envelope=env, job_id=job.id))
 
     async def run_schedule(self, job: JobInfo) -> None:
         h = self._handler(str(job.args["handler"]))
-        await self._call(h, self.context(h, args=dict(job.args), job_id=job.id))
+        await self._call(h, await self.context(h, args=dict(job.args), job_id=job.id))
 
     async def run_task(self, job: JobInfo) -> None:
         h = self._handler(str(job.args["handler"]))
         args = dict(job.args.get("args") or {})
         args.setdefault("team_id", job.args.get("team_id", ""))
         env = await self.queue.get_envelope(job.envelope_id) if job.envelope_id else None
-        await self._call(h, self.context(h, envelope=env, args=args, job_id=job.id))
+        await self._call(h, await self.context(h, envelope=env, args=args, job_id=job.id))
+
+    async def _honour_lifecycle(self, env: Envelope, kind: str) -> None:
+        """``tokens_revoked`` / ``app_uninstalled``: disable or delete the installation at
+        once and stop the workspace's queued jobs with the reason."""
+        event = dict(env.body.get("event") or {})
+        done = await self.workspaces.lifecycle(event, env.team_id, env.enterprise_id)
+        cancelled = 0
+        if kind == "app_uninstalled" or done in ("deleted", "revoked"):
+            cancelled = await self.queue.cancel_jobs(
+                where_args={"team_id": env.team_id},
+                reason=f"{kind}: the app lost access to workspace {env.team_id}",
+            )
+        await self.audit.record(
+            actor="slack",
+            action=f"slack.{kind}",
+            target=env.team_id,
+            outcome=done,
+            envelope_id=env.id,
+            details={"cancelled_jobs": cancelled},
+        )
+        log.warning("workspace_access_lost", team_id=env.team_id, kind=kind, result=done)
 
     async def _call(self, handler: Handler, ctx: Context) -> Any:
         start = time.perf_counter()

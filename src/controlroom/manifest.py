@@ -163,7 +163,7 @@ def build_manifest(
     features: dict[str, Any] = {
         "bot_user": {"display_name": _clip(opts.bot_name, 80), "always_online": True},
     }
-    commands = []
+    commands: list[dict[str, Any]] = []
     for cmd, desc, _wf in sorted(_commands(wfs)):
         if any(c["command"] == cmd for c in commands):
             continue
@@ -175,7 +175,7 @@ def build_manifest(
         commands.append(entry)
     if commands:
         features["slash_commands"] = commands
-    shortcuts = []
+    shortcuts: list[dict[str, Any]] = []
     for cid, name, kind, _wf in sorted(_shortcuts(wfs)):
         if any(s["callback_id"] == cid for s in shortcuts):
             continue

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ class HubHarness:
             await asyncio.sleep(0.02)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextlib.asynccontextmanager
 async def running_hub(
     data_dir: Path,
@@ -86,15 +93,25 @@ async def running_hub(
     database_url: str | None = None,
     workers: int = 4,
     socket_mode: bool = False,
+    installable: bool = False,
 ) -> AsyncIterator[HubHarness]:
     """Sandbox + hub + workers on loopback ports, wired like ``controlroom up``: events
-    arrive as signed HTTP requests, or over Socket Mode with ``socket_mode=True``."""
+    arrive as signed HTTP requests, or over Socket Mode with ``socket_mode=True``.
+    With ``installable=True`` the hub is an installable app (OAuth v2 with the sandbox's
+    client id and secret) instead of holding one bot token: workspaces install it at
+    ``hub_url + "/slack/install"``."""
     from controlroom.app import create_app, socket_mode_intake
     from controlroom.sandbox import Sandbox, SandboxConfig, serve_sandbox
 
     sb = Sandbox(sandbox_config or SandboxConfig(socket_mode=socket_mode))
     async with serve_sandbox(sb, host="127.0.0.1", port=0) as running:
-        base: dict[str, Any] = {"data_dir": str(data_dir), "sandbox.enabled": "off"}
+        port = _free_port()
+        base: dict[str, Any] = {
+            "data_dir": str(data_dir),
+            "sandbox.enabled": "off",
+            "server.port": port,
+            "server.public_url": f"http://127.0.0.1:{port}",
+        }
         if database_url:
             base["database_url"] = database_url
         base.update(overrides or {})
@@ -104,7 +121,11 @@ async def running_hub(
                 "slack": settings.slack.model_copy(
                     update={
                         "signing_secret": Secret(sb.signing_secret, "sandbox"),
-                        "bot_token": Secret(sb.bot_token, "sandbox"),
+                        "bot_token": None if installable else Secret(sb.bot_token, "sandbox"),
+                        "client_id": sb.client_id if installable else "",
+                        "client_secret": Secret(sb.client_secret, "sandbox")
+                        if installable
+                        else None,
                         "app_token": Secret(sb.app_token, "sandbox"),
                         "api_url": running.api_url,
                         "team_id": sb.team_id,
@@ -118,7 +139,7 @@ async def running_hub(
         try:
             web = create_app(settings, hub=hub, manage_hub=False)
             async with (
-                serve_asgi(web, "127.0.0.1", 0) as server,
+                serve_asgi(web, "127.0.0.1", port) as server,
                 socket_mode_intake(settings, web) as intake,
             ):
                 hub_url = f"http://127.0.0.1:{bound_port(server)}"
