@@ -52,7 +52,29 @@ def _config_path(path: Path | None) -> Path | None:
     return default if default.exists() else None
 
 
+def _peek_data_dir(path: Path | None, overrides: dict[str, Any]) -> Path:
+    """The data directory, read before the full load: the keystore lives there and
+    ``keystore:`` references are resolved during the load."""
+    if overrides.get("data_dir"):
+        return Path(str(overrides["data_dir"]))
+    if os.environ.get("CONTROLROOM_DATA_DIR"):
+        return Path(os.environ["CONTROLROOM_DATA_DIR"])
+    if path is not None and path.exists():
+        import tomllib
+
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            raw = {}
+        if isinstance(raw.get("data_dir"), str):
+            return Path(raw["data_dir"])
+    return Path(".controlroom")
+
+
 def _settings(path: Path | None, **overrides: Any) -> Settings:
+    from controlroom.security.secrets import install_secret_schemes
+
+    install_secret_schemes(_peek_data_dir(_config_path(path), overrides))
     try:
         return load_settings(
             _config_path(path), overrides={k: v for k, v in overrides.items() if v is not None}
@@ -239,7 +261,10 @@ def worker(
 @app.command()
 def check(config: ConfigOpt = None) -> None:
     """Validate the configuration; print each problem with its key and source."""
+    from controlroom.security.secrets import install_secret_schemes
+
     path = _config_path(config)
+    install_secret_schemes(_peek_data_dir(path, {}))
     try:
         settings = load_settings(path)
         from controlroom.dispatch import load_workflows

@@ -9,6 +9,7 @@ registered by ``controlroom.security.secrets``). They resolve to ``Secret`` valu
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -104,7 +105,7 @@ def resolve_secret(
         return Secret(_env(rest, environ), reference=reference)
     if sep and scheme in _SCHEMES:
         return Secret(_SCHEMES[scheme](rest), reference=reference)
-    if sep and scheme.isidentifier() and scheme.isascii() and scheme.islower() and "/" not in rest:
+    if sep and re.fullmatch(r"[a-z][a-z0-9-]{1,15}", scheme) and not rest.startswith("//"):
         known = ", ".join(sorted(_SCHEMES))
         raise SecretError(reference.split(":", 1)[0] + ":…", f"unknown scheme (known: {known})")
     if not allow_plain:
