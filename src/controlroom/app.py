@@ -37,6 +37,27 @@ class _Inline:
         return self._hub.needs_dispatch(envelope)
 
 
+class _FastIntake(Starlette):
+    """Starlette, with Slack's intake paths served before the middleware stack.
+
+    ``/slack/events`` is the hot path (thousands of requests a second from a busy
+    workspace); its handler already answers every refusal itself, so the generic
+    error-handling middleware and the router would only add latency. Anything that escapes
+    the handler still reaches uvicorn, which logs it and answers 500."""
+
+    _fast: dict[str, Callable[[Request], Awaitable[Response]]]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._fast.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool = True) -> Starlette:
     """Build the web edge. With ``manage_hub`` the app's lifespan starts and closes the
     hub; ``controlroom up`` passes a hub it runs itself alongside the workers."""
@@ -107,7 +128,12 @@ def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool =
             if manage_hub:
                 await the_hub.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = _FastIntake(routes=routes, lifespan=lifespan)
+    app._fast = {
+        r.path: r.endpoint
+        for r in routes
+        if isinstance(r, Route) and r.path.startswith("/slack/") and r.methods == {"POST"}
+    }
     app.state.hub = the_hub
     app.state.edge_metrics = edge_metrics
     app.state.inline = _Inline(the_hub)

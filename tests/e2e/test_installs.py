@@ -72,7 +72,8 @@ async def test_install_act_with_the_installed_token_and_uninstall(tmp_path: Path
         assert await store.find(LABS) is None
         stopped = await h.hub.queue.get_job(job)
         assert stopped.status == "cancelled"
-        assert stopped.last_error is not None and "app_uninstalled" in stopped.last_error
+        # tokens_revoked and app_uninstalled arrive in either order; the first one stops it
+        assert stopped.last_error is not None and "lost access to workspace" in stopped.last_error
         trail = [(e.action, e.outcome) for e in await h.hub.audit.tail(50)]
         assert ("slack.app_uninstalled", "deleted") in trail
         assert (await h.hub.audit.verify()).ok
