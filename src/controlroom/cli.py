@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from controlroom.cli_ops import register as register_ops
 from controlroom.config import Secret, Settings, load_settings
 from controlroom.errors import ConfigError, ControlRoomError
 from controlroom.serving import bound_port, serve_asgi
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Inspect and replay jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+register_ops(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -274,6 +276,12 @@ def check(config: ConfigOpt = None) -> None:
         for key, source, reason in exc.problems:
             err.print(f"[red]✗[/red] {key} [dim](from {source})[/dim]: {reason}")
         raise typer.Exit(2) from None
+    if settings.slack.bot_token is not None:
+        from controlroom.cli_ops import run_scope_check
+
+        code = run_scope_check(settings, wfs)
+        if code:
+            raise typer.Exit(code)
     console.print(f"[green]✓[/green] configuration is valid ({path or 'defaults'})")
     console.print(f"  database: {settings.effective_database_url}")
     console.print(f"  workflows: {', '.join(w.name for w in wfs) or 'none'}")

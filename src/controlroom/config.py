@@ -207,7 +207,9 @@ _SECRET_KEYS = {
 }
 _ENV_PREFIX = "CONTROLROOM_"
 # CONTROLROOM_* variables that are not settings overrides (read by their own modules).
-_NOT_SETTINGS = frozenset({"CONTROLROOM_MASTER_KEY", "CONTROLROOM_MASTER_KEY_FILE"})
+_NOT_SETTINGS = frozenset(
+    {"CONTROLROOM_MASTER_KEY", "CONTROLROOM_MASTER_KEY_FILE", "CONTROLROOM_CONFIG"}
+)
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:

@@ -104,10 +104,17 @@ class Workflow:
         self.events = tuple(self.events)
 
     def _add(
-        self, route: Route, *, inline: bool = False, max_attempts: int | None = None, **kw: Any
+        self,
+        route: Route,
+        *,
+        inline: bool = False,
+        max_attempts: int | None = None,
+        name: str | None = None,
+        **kw: Any,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def deco(fn: HandlerFn) -> HandlerFn:
-            name = fn.__name__
+            nonlocal name
+            name = name or fn.__name__
             if any(h.name == name for h in self.handlers):
                 raise ValueError(f"{self.name}.{name} is already a handler")
             self.handlers.append(
@@ -180,7 +187,8 @@ class Workflow:
         """A durable job this workflow enqueues itself with ``ctx.enqueue``."""
 
         def deco(fn: HandlerFn) -> HandlerFn:
-            return self._add(Route("task", name or fn.__name__), max_attempts=max_attempts)(fn)
+            task = name or fn.__name__
+            return self._add(Route("task", task), max_attempts=max_attempts, name=task)(fn)
 
         return deco
 

@@ -100,3 +100,10 @@ def test_webhook_sources_take_two_secrets_for_rotation(tmp_path: Path) -> None:
     assert hook.provider == "github"
     assert hook.secret.get() == "n"
     assert hook.previous_secret is not None and hook.previous_secret.get() == "o"
+
+
+def test_variables_that_locate_files_are_not_taken_as_settings() -> None:
+    s = load_settings(
+        environ={"CONTROLROOM_CONFIG": "/etc/controlroom.toml", "CONTROLROOM_MASTER_KEY": "k"}
+    )
+    assert s.server.port == 8080

@@ -123,3 +123,9 @@ def test_unknown_workflow_names_are_a_config_error() -> None:
         load_workflows(["nope"])
     with pytest.raises(ConfigError, match="is not a Workflow"):
         load_workflows(["controlroom.workflow:Workflow"])
+
+
+def test_a_task_is_registered_under_the_name_it_is_enqueued_by() -> None:
+    wf = Workflow("named")
+    wf.task("open_room")(noop)
+    assert [h.qualname for h in wf.handlers] == ["named.open_room"]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.oauth.installation_store import FileInstallationStore
+from slack_sdk.oauth.state_store import FileOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -148,3 +153,65 @@ async def test_bolt_over_socket_mode(socket_sandbox: tuple[Sandbox, RunningSandb
     finally:
         await handler.close_async()
     assert all(d.ok and d.transport == "socket" for d in sb.deliveries)
+
+
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+async def test_bolt_oauth_install_then_serves_the_new_workspace(tmp_path: Path) -> None:
+    """Bolt's own OAuth flow installs into the second workspace, then answers its events."""
+    sb = make_sandbox(rate_limits=False)
+    async with serve_sandbox(sb) as run:
+        seen: list[str] = []
+        app = AsyncApp(
+            client=AsyncWebClient(base_url=run.api_url),
+            signing_secret=SECRET,
+            oauth_settings=AsyncOAuthSettings(
+                client_id=sb.client_id,
+                client_secret=sb.client_secret,
+                scopes=["chat:write", "channels:history", "app_mentions:read"],
+                authorization_url=f"{run.url}/oauth/v2/authorize",
+                install_page_rendering_enabled=False,
+                installation_store=FileInstallationStore(base_dir=str(tmp_path / "inst")),
+                state_store=FileOAuthStateStore(
+                    expiration_seconds=600, base_dir=str(tmp_path / "st")
+                ),
+            ),
+        )
+
+        @app.event("app_mention")
+        async def mention(event: dict[str, Any], say: Any) -> None:
+            seen.append(event["team"])
+            await say(text="Hello, Labs!")
+
+        @app.event("message")
+        async def any_message() -> None:
+            return None
+
+        handler = AsyncSlackRequestHandler(app)
+
+        async def endpoint(request: Request) -> Response:
+            return await handler.handle(request)
+
+        routes = [
+            Route(p, endpoint, methods=["GET", "POST"])
+            for p in ("/slack/events", "/slack/install", "/slack/oauth_redirect")
+        ]
+        async with serve_app(Starlette(routes=routes)) as url:
+            sb.oauth.redirect_urls = [f"{url}/slack/oauth_redirect"]
+            async with httpx.AsyncClient() as browser:
+                install = await browser.get(f"{url}/slack/install")
+                assert install.status_code == 302
+                authorize = install.headers["location"] + "&as_user=ines&team=T0NWLABS01"
+                consent = await browser.get(authorize)
+                assert consent.status_code == 302
+                # Bolt's state cookie is "Secure": a browser on http:// loopback still
+                # sends it back to localhost, httpx does not, so pass it on by hand
+                cookie = install.headers["set-cookie"].split(";")[0]
+                done = await browser.get(consent.headers["location"], headers={"cookie": cookie})
+                assert done.status_code == 200, done.text
+            assert sb.state.team("T0NWLABS01").installed
+            assert await sb.set_request_url(f"{url}/slack/events")
+            await sb.act.post_message("victor", "#experiments", "<@U0LABSBOT1> hi")
+            await eventually(lambda: sb.state.messages("experiments")[-1]["text"] == "Hello, Labs!")
+            await sb.settle()
+    assert seen == ["T0NWLABS01"]
+    assert sb.state.messages("C0LABSEXP1")[-1]["text"] == "Hello, Labs!"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from starlette.responses import PlainTextResponse, Response
 
 from controlroom.sandbox import RunningSandbox, serve_sandbox
@@ -125,6 +126,7 @@ async def test_edits_deletes_joins_and_channel_creation_are_events(
         ("channel_created", None),
         ("member_joined_channel", None),
     ]
+    assert events[0]["text"] == "typo"  # edited before delivery: what was sent stays
     assert events[1]["message"]["text"] == "fixed"
     assert events[1]["previous_message"]["text"] == "typo"
     assert events[2]["deleted_ts"] == ts
@@ -189,11 +191,11 @@ async def test_slow_receiver_gets_http_timeout_retry(receiver: Receiver) -> None
         nonlocal calls
         calls += 1
         if calls == 1:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
         return PlainTextResponse("")
 
     receiver.respond = slow
-    sb = make_sandbox(rate_limits=False, request_url=receiver.url, delivery_timeout=0.2)
+    sb = make_sandbox(rate_limits=False, request_url=receiver.url, delivery_timeout=0.5)
     async with serve_sandbox(sb):
         await sb.act.post_message("priya", "#support", "slow")
         await sb.settle()
@@ -223,3 +225,86 @@ async def test_app_home_opened_and_lifecycle_events(wired: tuple[RunningSandbox,
     assert [e["type"] for e in events] == ["app_home_opened", "tokens_revoked", "app_uninstalled"]
     assert events[0]["tab"] == "home"
     assert events[1]["tokens"] == {"oauth": [], "bot": [sb.bot_user_id]}
+
+
+async def test_event_budget_sends_app_rate_limited_once_a_minute(receiver: Receiver) -> None:
+    sb = make_sandbox(rate_limits=False, request_url=receiver.url, event_rate_limit=2)
+    async with serve_sandbox(sb):
+        for i in range(4):
+            await sb.act.post_message("priya", "#support", f"m{i}")
+        await sb.settle()
+    kinds = sorted(r.json["type"] for r in receiver.received)
+    assert kinds == ["app_rate_limited", "event_callback", "event_callback"]
+    notice = next(r.json for r in receiver.received if r.json["type"] == "app_rate_limited")
+    assert notice["minute_rate_limited"] % 60 == 0 and notice["api_app_id"] == sb.app_id
+    assert [d.reason for d in sb.deliveries if d.transport == "none"] == ["app_rate_limited"] * 2
+
+
+async def test_failing_endpoint_gets_event_subscriptions_disabled(receiver: Receiver) -> None:
+    receiver.respond = lambda r: PlainTextResponse(
+        "", status_code=500, headers={"x-slack-no-retry": "1"}
+    )
+    sb = make_sandbox(rate_limits=False, request_url=receiver.url, disable_min_attempts=3)
+    async with serve_sandbox(sb):
+        for i in range(3):
+            await sb.act.post_message("priya", "#support", f"m{i}")
+            await sb.settle()
+        assert sb.deliverer.disabled is True
+        await sb.act.post_message("priya", "#support", "dropped")
+        await sb.settle()
+        assert len(receiver.received) == 3
+        assert sb.deliveries[-1].reason == "subscriptions_disabled"
+        sb.deliverer.enable()
+        receiver.respond = None
+        await sb.act.post_message("priya", "#support", "back")
+        await sb.settle()
+    assert receiver.received[-1].json["event"]["text"] == "back"
+
+
+async def test_redirects_are_followed_twice_at_most(receiver: Receiver) -> None:
+    hops: list[str] = []
+
+    def respond(r: Received) -> Response:
+        hops.append(r.headers.get("x-slack-retry-num", "0"))
+        return PlainTextResponse("", status_code=307, headers={"location": receiver.url})
+
+    receiver.respond = respond
+    sb = make_sandbox(rate_limits=False, request_url=receiver.url, time_scale=600.0)
+    async with serve_sandbox(sb):
+        await sb.act.post_message("priya", "#support", "loop")
+        await sb.settle()
+    assert [d.reason for d in sb.deliveries] == ["too_many_redirects"] * 4
+    assert len(receiver.received) == 4 * 3  # each attempt: the URL plus two redirects
+    assert all(r.verified for r in receiver.received)
+
+
+def test_actions_without_an_event_loop_are_recorded_not_lost_silently() -> None:
+    sb = make_sandbox(rate_limits=False, request_url="http://127.0.0.1:9/x")
+    sb.oauth.uninstall(sb.team_id)
+    assert {d.reason for d in sb.deliveries} == {"no_event_loop"}
+    assert sb.state.team(sb.team_id).installed is False
+
+
+async def test_settle_can_be_bounded_while_retries_are_pending() -> None:
+    sb = make_sandbox(rate_limits=False, request_url="http://127.0.0.1:9/none")
+    await sb.act.post_message("priya", "#support", "retried for minutes")
+    with pytest.raises(TimeoutError):
+        await sb.settle(within=0.5)
+    await sb.aclose()
+    assert [d.attempt for d in sb.deliveries] == [0, 1]  # the 1-minute retry never came
+
+
+async def test_inviting_the_bot_delivers_member_joined_channel(
+    wired: tuple[RunningSandbox, Receiver],
+) -> None:
+    run, rec = wired
+    sb = run.sandbox
+    await sb.act.post_message("priya", "#random", "bot is not here yet")
+    await sb.act.invite("priya", "#random", "controlroom")
+    await sb.act.leave_channel("kenji", "#random")
+    await sb.settle()
+    (got,) = rec.received
+    assert got.json["event"]["type"] == "member_joined_channel"
+    assert got.json["event"]["user"] == sb.bot_user_id
+    assert got.json["event"]["inviter"] == sb.user("priya").id
+    assert sb.user("kenji").id not in sb.channel("random").members

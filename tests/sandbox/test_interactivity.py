@@ -137,8 +137,15 @@ async def test_response_url_replace_delete_in_channel_and_ephemeral(
         )
         deleted = await http.post(url, json={"delete_original": True})
         bogus = await http.post(run.url + "/hooks/actions/T0NORTHWND/1/2", json={"text": "x"})
+        garbage = [
+            await http.post(url, json=body)
+            for body in ({"text": 5}, {"text": "x", "thread_ts": [1]}, {"blocks": "no"}, [1], {})
+        ]
+        not_json = await http.post(url, content=b"{oops")
     assert [r.json()["ok"] for r in (replaced, ephemeral, in_channel, deleted)] == [True] * 4
     assert bogus.status_code == 404
+    assert [g.json()["ok"] for g in garbage] == [False] * 5
+    assert not_json.status_code == 400
     texts = [m["text"] for m in sb.state.messages("deploys")]
     assert texts == ["Rollback started"]
     assert sb.state.ephemerals("grace")[-1]["text"] == "only you see this"

@@ -248,6 +248,17 @@ async def test_sync_client_code_exchange_with_basic_auth(running: RunningSandbox
         redirect_uri=REDIRECT,
     )
     assert resp["team"]["id"] == "T0NWLABS01"
+    again = await authorize(running, scope="users:read", as_user="ines")
+    reinstall = await asyncio.to_thread(
+        web.oauth_v2_access,
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+        code=again["code"],
+        redirect_uri=REDIRECT,
+    )
+    # without rotation a reinstall returns the same token, with the scopes added up
+    assert reinstall["access_token"] == resp["access_token"]
+    assert reinstall["scope"].split(",") == ["chat:write", "users:read"]
 
 
 def test_redirect_rule_allows_subdirectories_only() -> None:

@@ -108,3 +108,47 @@ async def test_success_responses_match_the_spec(running: RunningSandbox) -> None
 @pytest.mark.parametrize("method", ["chat.postMessage", "conversations.history", "users.info"])
 def test_spec_file_has_the_methods_we_check(method: str) -> None:
     assert f"/{method}" in spec()["paths"]
+
+
+MODAL = {
+    "type": "modal",
+    "title": {"type": "plain_text", "text": "Spec"},
+    "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "hello"}}],
+}
+
+
+async def test_more_success_responses_match_the_spec(running: RunningSandbox) -> None:
+    sb = running.sandbox
+    c = AsyncWebClient(token=sb.bot_token, base_url=running.api_url)
+    created = await c.conversations_create(name="spec-more")
+    cid = created["channel"]["id"]
+    ts = (await c.chat_postMessage(channel=cid, text="x"))["ts"]
+    await c.reactions_add(channel=cid, timestamp=ts, name="eyes")
+    opened = await c.views_open(trigger_id=sb.interactions.new_trigger("U0SUPPORT1"), view=MODAL)
+    responses: dict[str, Any] = {
+        "conversations.invite": await c.conversations_invite(channel=cid, users="U0SUPPORT1"),
+        "conversations.kick": await c.conversations_kick(channel=cid, user="U0SUPPORT1"),
+        "conversations.setTopic": await c.conversations_setTopic(channel=cid, topic="t"),
+        "conversations.rename": await c.conversations_rename(channel=cid, name="spec-more-2"),
+        "conversations.join": await c.conversations_join(channel="C0GENERAL1"),
+        "conversations.open": await c.conversations_open(users="U0SUPPORT1"),
+        "reactions.remove": await c.reactions_remove(channel=cid, timestamp=ts, name="eyes"),
+        "users.list": await c.users_list(),
+        "views.open": opened,
+        "views.update": await c.views_update(view_id=opened["view"]["id"], view=MODAL),
+        "views.push": await c.views_push(
+            trigger_id=sb.interactions.new_trigger("U0SUPPORT1"), view=MODAL
+        ),
+        "views.publish": await c.views_publish(
+            user_id="U0SUPPORT1", view={"type": "home", "blocks": []}
+        ),
+        "conversations.archive": await c.conversations_archive(channel=cid),
+        "auth.revoke": await c.auth_revoke(test=True),
+    }
+    problems = []
+    for method, response in responses.items():
+        try:
+            check(method, dict(response.data))
+        except AssertionError as exc:
+            problems.append(str(exc).splitlines()[0])
+    assert not problems, "\n".join(problems)

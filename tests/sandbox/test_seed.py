@@ -102,3 +102,21 @@ def test_unreadable_or_non_yaml_seed(tmp_path: Path) -> None:
     listy.write_text("- 1\n")
     with pytest.raises(SeedError, match="must be a mapping"):
         load_seed(listy)
+
+
+def test_demo_seed_has_history_without_sending_events() -> None:
+    sb = make_sandbox(seed_path="demo", request_url="http://127.0.0.1:9/x")
+    aurora = sb.state.messages("proj-aurora")
+    assert aurora[0]["text"].startswith("Decision:")
+    assert aurora[1]["reply_count"] == 3
+    assert aurora[0]["reactions"][0]["count"] == 3
+    assert [m["ts"] for m in aurora] == sorted(m["ts"] for m in aurora)
+    assert sb.deliveries == [] and sb.deliverer.emitted == []
+    assert make_sandbox().state.messages("proj-aurora") == []  # the default stays empty
+
+
+def test_seed_history_must_name_known_users() -> None:
+    data = base()
+    data["teams"][0]["channels"][0]["history"] = [{"user": "mallory", "text": "hi"}]  # type: ignore[index]
+    with pytest.raises(SeedError, match="unknown user 'mallory'"):
+        parse_seed(data, "seed.yaml")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +24,7 @@ from .conftest import eventually, fixture_json, make_sandbox
 
 @pytest.fixture
 async def socket_run() -> AsyncIterator[RunningSandbox]:
-    sb = make_sandbox(rate_limits=False, socket_mode=True, socket_ack_timeout=0.3)
+    sb = make_sandbox(rate_limits=False, socket_mode=True)
     async with serve_sandbox(sb) as run:
         yield run
 
@@ -104,18 +106,17 @@ async def test_events_arrive_as_events_api_envelopes(
     assert all(d.ok and d.transport == "socket" for d in sb.deliveries)
 
 
-async def test_unacked_events_are_redelivered_with_retry_attempt(
-    socket_run: RunningSandbox,
-) -> None:
-    sb = socket_run.sandbox
+async def test_unacked_events_are_redelivered_with_retry_attempt() -> None:
+    sb = make_sandbox(rate_limits=False, socket_mode=True, socket_ack_timeout=0.2)
     collector = Collector(ack=False)
-    client = await connected(socket_run)
-    client.socket_mode_request_listeners.append(collector)
-    try:
-        await sb.act.post_message("priya", "#support", "nobody acks")
-        await sb.settle()  # socket_ack_timeout=0.3 s per attempt
-    finally:
-        await client.close()
+    async with serve_sandbox(sb) as run:
+        client = await connected(run)
+        client.socket_mode_request_listeners.append(collector)
+        try:
+            await sb.act.post_message("priya", "#support", "nobody acks")
+            await sb.settle()  # 0.2 s per attempt
+        finally:
+            await client.close()
     assert [(r.retry_attempt, r.retry_reason) for r in collector.requests] == [
         (0, ""),
         (1, "timeout"),
@@ -123,6 +124,7 @@ async def test_unacked_events_are_redelivered_with_retry_attempt(
         (3, "timeout"),
     ]
     assert len({r.envelope_id for r in collector.requests}) == 1
+    assert [d.reason for d in sb.deliveries] == ["timeout"] * 4
 
 
 async def test_payloads_spread_across_connections(socket_run: RunningSandbox) -> None:
@@ -191,3 +193,31 @@ async def test_events_without_a_connection_are_dropped_like_slack(
     await sb.act.post_message("priya", "#support", "into the void")
     await sb.settle()
     assert [(d.ok, d.reason) for d in sb.deliveries] == [(False, "no_connection")]
+
+
+async def test_eleventh_connection_and_reused_tickets_are_refused(
+    socket_run: RunningSandbox,
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    web = AsyncWebClient(base_url=socket_run.api_url)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(10):
+            url = (await web.apps_connections_open(app_token=socket_run.sandbox.app_token))["url"]
+            ws = await stack.enter_async_context(connect(url))
+            assert json.loads(await ws.recv())["type"] == "hello"
+        url = (await web.apps_connections_open(app_token=socket_run.sandbox.app_token))["url"]
+        async with connect(url) as extra:
+            frame = json.loads(await extra.recv())
+            assert frame == {
+                "type": "disconnect",
+                "reason": "too_many_websockets",
+                "debug_info": {"host": "applink-sandbox"},
+            }
+            with pytest.raises(ConnectionClosed):
+                await extra.recv()
+        with pytest.raises((InvalidStatus, ConnectionClosed)):
+            async with connect(url) as reused:  # a ticket works once
+                await reused.recv()
+    assert len(socket_run.sandbox.socket.connections) <= 10

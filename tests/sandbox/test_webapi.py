@@ -310,3 +310,58 @@ async def test_non_marketplace_cohort_caps_history_at_15() -> None:
             await c.chat_postMessage(channel="C0DEPLOYS1", text=str(i))
         page = await c.conversations_history(channel="C0DEPLOYS1", limit=500)
     assert len(page["messages"]) == 15
+
+
+async def test_in_process_with_asgi_transport() -> None:
+    sb = make_sandbox(rate_limits=False)
+    transport = httpx.ASGITransport(app=sb.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as http:
+        resp = await http.post(
+            "/api/conversations.history",
+            data={"channel": "C0SUPPORT1", "oldest": "yesterday"},
+            headers={"Authorization": f"Bearer {sb.bot_token}"},
+        )
+        huge = await http.post(
+            "/api/chat.postMessage",
+            content=b"x" * (6 * 1024 * 1024),
+            headers={"Authorization": f"Bearer {sb.bot_token}", "content-type": "text/plain"},
+        )
+    await sb.aclose()
+    assert resp.json() == {"ok": False, "error": "invalid_ts_oldest"}
+    assert huge.json() == {"ok": False, "error": "request_too_large"}
+
+
+def test_conversations_for_lists_a_users_channels() -> None:
+    sb = make_sandbox()
+    names = [c.name for c in sb.state.conversations_for("priya")]
+    assert names[:3] == ["general", "random", "support"]
+    assert sb.channel("D0PRIYABOT") in sb.state.conversations_for("priya")
+    assert all(sb.user("priya").id in c.members for c in sb.state.conversations_for("priya"))
+
+
+@pytest.mark.parametrize("raw", ["next_ts:abc", "offset:-3", "offset:x", "other:1", "\udcff"])
+async def test_forged_cursors_are_invalid_cursor(running: RunningSandbox, raw: str) -> None:
+    import base64
+
+    cursor = base64.b64encode(raw.encode("utf-8", "surrogateescape")).decode()
+    c = bot(running)
+    for call in (
+        c.conversations_history(channel="C0SUPPORT1", cursor=cursor),
+        c.conversations_list(cursor=cursor),
+        c.users_list(cursor=cursor),
+    ):
+        assert (await error_of(call))[0] == "invalid_cursor"
+
+
+async def test_refused_calls_still_report_the_tokens_scopes(running: RunningSandbox) -> None:
+    sb = running.sandbox
+    token = sb.state.issue_token("bot", sb.team_id, sb.bot_user_id, ("channels:read",))
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        resp = await http.post(
+            "chat.postMessage",
+            data={"channel": "C0SUPPORT1", "text": "x"},
+            headers={"Authorization": f"Bearer {token.value}"},
+        )
+    assert resp.json()["error"] == "missing_scope"
+    assert resp.headers["x-oauth-scopes"] == "channels:read"
+    assert resp.headers["x-accepted-oauth-scopes"] == "chat:write,chat:write:bot,chat:write:user"

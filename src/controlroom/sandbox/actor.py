@@ -95,6 +95,18 @@ class Actor:
         actor = self._user(user)
         self.sb.ops.join(self._channel(channel, actor), actor)
 
+    async def invite(self, inviter: str | User, channel: str | Channel, *users: str | User) -> None:
+        """Add people (or the app's bot user, e.g. ``"controlroom"``) to a channel."""
+        actor = self._user(inviter)
+        chan = self._channel(channel, actor)
+        self._member(actor, chan)
+        for ref in users:
+            self.sb.ops.join(chan, self._user(ref), actor)
+
+    async def leave_channel(self, user: str | User, channel: str | Channel) -> None:
+        actor = self._user(user)
+        self.sb.ops.leave(self._channel(channel, actor), actor)
+
     async def create_channel(self, user: str | User, name: str, private: bool = False) -> Channel:
         actor = self._user(user)
         return self.sb.ops.create_channel(
@@ -415,8 +427,10 @@ class Actor:
         actor = self._user(user)
         return [self.sb.state.views[v] for v in self.sb.interactions.stacks.get(actor.id, [])]
 
-    async def open_app_home(self, user: str | User) -> str | None:
-        """Open the app's Home tab; returns the event_id delivered (if subscribed)."""
+    async def open_app_home(self, user: str | User, tab: str = "home") -> str | None:
+        """Open the app's Home (or ``"messages"``) tab; returns the event_id (if subscribed)."""
+        if tab not in ("home", "messages"):
+            raise ActionError(f"no app tab {tab!r}")
         actor = self._user(user)
         team = self.sb.state.team(actor.team_id)
         dm = self.sb.state.dm(actor.id, team.bot_user_id)
@@ -424,10 +438,10 @@ class Actor:
             "type": "app_home_opened",
             "user": actor.id,
             "channel": dm.id,
-            "tab": "home",
+            "tab": tab,
             "event_ts": self.sb.state.next_ts(),
         }
         home = self.sb.interactions.home.get(actor.id)
-        if home:
+        if home and tab == "home":
             event["view"] = self.sb.interactions.public(self.sb.state.views[home])
         return self.sb.deliverer.emit(team.id, event, dm)

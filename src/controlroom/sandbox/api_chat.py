@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 from typing import Any
 
 from .blocks import normalise_blocks, validate_blocks
@@ -21,10 +22,16 @@ def decode_cursor(cursor: str | None, kind: str) -> str | None:
         return None
     try:
         decoded = base64.b64decode(cursor.encode(), validate=True).decode()
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise ApiError("invalid_cursor") from None
     prefix, _, value = decoded.partition(":")
     if prefix != kind or not value:
+        raise ApiError("invalid_cursor")
+    try:
+        number = float(value) if kind == "next_ts" else int(value)
+    except ValueError:
+        raise ApiError("invalid_cursor") from None
+    if number < 0:
         raise ApiError("invalid_cursor")
     return value
 
@@ -182,14 +189,24 @@ async def chat_get_permalink(call: Call) -> JSON:
     return {"channel": channel.id, "permalink": link}
 
 
+def ts_bounds(call: Call) -> tuple[float, float]:
+    """``oldest``/``latest`` as floats; Slack's invalid_ts_* errors for garbage."""
+    bounds = []
+    for name, default in (("oldest", 0.0), ("latest", float("inf"))):
+        raw = call.opt(name)
+        try:
+            bounds.append(float(raw) if raw else default)
+        except ValueError:
+            raise ApiError(f"invalid_ts_{name}") from None
+    return bounds[0], bounds[1]
+
+
 def history_page(
     call: Call, messages: list[JSON], default_limit: int, max_limit: int
 ) -> dict[str, Any]:
     """Newest-first slicing with oldest/latest/inclusive and a ``next_ts`` cursor."""
     limit = call.integer("limit", default_limit, 1, max_limit)
-    oldest = float(call.opt("oldest") or 0)
-    latest_raw = call.opt("latest")
-    latest = float(latest_raw) if latest_raw else float("inf")
+    oldest, latest = ts_bounds(call)
     inclusive = call.flag("inclusive")
     cursor = decode_cursor(call.opt("cursor"), "next_ts")
 
@@ -207,7 +224,7 @@ def history_page(
     with_meta = call.flag("include_all_metadata")
     out = []
     for m in page:
-        item = dict(m)
+        item = copy.deepcopy(m)
         if not with_meta:
             item.pop("metadata", None)
         out.append(item)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api_chat import author, decode_cursor, encode_cursor, history_page
+from .api_chat import author, decode_cursor, encode_cursor, history_page, ts_bounds
 from .ops import normalise_channel_name, validate_channel_name
 from .state import JSON, Channel, NotFound
 from .webapi import ApiError, Call, method
@@ -223,7 +223,7 @@ async def conversations_history(call: Call) -> JSON:
     need(call, HISTORY, channel)
     _member_or_error(call, channel)
     default, maximum = _history_limits(call, 100, 999)
-    page = history_page(call, call.sb.state.messages(channel.id), default, maximum)
+    page = history_page(call, call.sb.state.top_level(channel.id), default, maximum)
     return {
         "messages": page["messages"],
         "has_more": page["has_more"],
@@ -247,9 +247,7 @@ async def conversations_replies(call: Call) -> JSON:
     default, maximum = _history_limits(call, 1000, 1000)
     limit = call.integer("limit", default, 1, maximum)
     cursor = decode_cursor(call.opt("cursor"), "next_ts")
-    oldest = float(call.opt("oldest") or 0)
-    latest_raw = call.opt("latest")
-    latest = float(latest_raw) if latest_raw else float("inf")
+    oldest, latest = ts_bounds(call)
     chosen = [m for m in thread if oldest <= float(m["ts"]) <= latest]
     if cursor is not None:
         chosen = [m for m in chosen if float(m["ts"]) >= float(cursor)]

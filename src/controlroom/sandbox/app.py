@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from .web import web_routes
+
 if TYPE_CHECKING:
     from .core import Sandbox
 
@@ -30,6 +32,7 @@ def build_app(sb: Sandbox, extra_routes: list[BaseRoute] | None = None) -> Starl
         ),
         WebSocketRoute("/link/", sb.socket.endpoint),
         Route("/healthz", health, methods=["GET"]),
+        *web_routes(sb),  # the web client: / and /web/...
         *(extra_routes or []),
     ]
     return Starlette(routes=routes)

@@ -48,6 +48,11 @@ class SandboxConfig:
     #: the 2025 cohort of commercially distributed non-Marketplace apps:
     #: conversations.history/replies become Tier 1 with limit <= 15
     non_marketplace_app: bool = False
+    #: events per workspace per app per (platform) hour before ``app_rate_limited``
+    event_rate_limit: int = 30_000
+    #: failed-delivery rule: disable subscriptions when >95% of at least this many
+    #: attempts in the last (platform) hour failed (Slack: apps under 1,000/h are exempt)
+    disable_min_attempts: int = 1_000
     #: seconds (real time) a ``timeout_rate`` fault holds the response
     fault_timeout_hold: float = 30.0
     #: public base URL used in response_url / Socket Mode URLs (set by serve_sandbox)

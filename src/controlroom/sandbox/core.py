@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import api_chat, api_conversations, api_misc, api_views, oauth
 from .actor import Actor
 from .config import SandboxConfig
 from .delivery import Deliverer, DeliveryRecord
@@ -22,8 +23,12 @@ from .webapi import WebApi, wait_or
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.routing import BaseRoute
 
     from .oauth import OAuth
+
+# the api_* modules register their Web API methods when imported
+_METHOD_MODULES = (api_chat, api_conversations, api_misc, api_views, oauth)
 
 log = logging.getLogger("controlroom.sandbox")
 ChangeListener = Callable[[str, JSON], None]
@@ -37,9 +42,6 @@ class Sandbox:
     """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
-        from . import api_chat, api_conversations, api_misc, api_views, oauth  # register
-
-        del api_chat, api_conversations, api_misc, api_views
         self.config = config or SandboxConfig()
         self.seed = load_seed(self.config.seed_path)
         self.clock = self.config.clock
@@ -80,6 +82,8 @@ class Sandbox:
             value=f"xapp-1-{self.seed.app.app_id}-{self.state.ids.hex(13)}-{self.state.ids.hex(64)}",
         ).value
         self._app: Starlette | None = None
+        #: routes added to ``sb.app`` (e.g. the web client); append before using ``app``
+        self.extra_routes: list[BaseRoute] = []
         self._listeners: list[ChangeListener] = []
 
     # -- identity ------------------------------------------------------------------
@@ -121,7 +125,7 @@ class Sandbox:
         if self._app is None:
             from .app import build_app
 
-            self._app = build_app(self)
+            self._app = build_app(self, self.extra_routes)
         return self._app
 
     @property
@@ -172,9 +176,18 @@ class Sandbox:
         """Wait ``seconds`` or until the sandbox closes (used by timeout faults)."""
         await wait_or(self._closed, seconds)
 
-    async def settle(self) -> None:
-        """Wait for in-flight deliveries (and their scheduled retries) to finish."""
-        await self.deliverer.settle()
+    async def settle(self, within: float | None = None) -> None:
+        """Wait for in-flight deliveries (and their scheduled retries) to finish.
+
+        Retries wait 1 and 5 platform minutes: with ``time_scale=1`` a failing endpoint
+        keeps this waiting for 6 minutes, so pass ``within`` (seconds) to bound it
+        (raises ``TimeoutError``).
+        """
+        if within is None:
+            await self.deliverer.settle()
+            return
+        async with asyncio.timeout(within):
+            await self.deliverer.settle()
 
     async def aclose(self) -> None:
         """Stop background work: deliveries, Socket Mode connections, held responses."""

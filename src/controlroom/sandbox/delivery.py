@@ -8,8 +8,10 @@ run as asyncio tasks owned by the sandbox; :meth:`Deliverer.settle` waits for th
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,8 @@ log = logging.getLogger("controlroom.sandbox.delivery")
 
 #: platform seconds to wait before retry 1, 2, 3 (after the failed attempt)
 RETRY_DELAYS = (0.0, 60.0, 300.0)
+MAX_REDIRECTS = 2
+REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,36 @@ class Deliverer:
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
         self.records: list[DeliveryRecord] = []
+        #: every event_callback envelope built, delivered or not (oldest first)
+        self.emitted: list[JSON] = []
+        #: True once the failure rule disabled event subscriptions (see ``enable``)
+        self.disabled = False
+        self._sent: dict[str, deque[float]] = {}
+        self._limited_minutes: set[tuple[str, int]] = set()
+        self._outcomes: deque[tuple[float, bool]] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: httpx.AsyncClient | None = None
 
     # -- task ownership ------------------------------------------------------------
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (synchronous use): nothing can be delivered
+            coro.close()
+            self.records.append(
+                DeliveryRecord(
+                    "",
+                    "event_callback",
+                    "none",
+                    0,
+                    None,
+                    False,
+                    "no_event_loop",
+                    time=self.sb.clock(),
+                )
+            )
+            return None
+        task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -89,7 +117,7 @@ class Deliverer:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=True, max_redirects=2)
+            self._client = httpx.AsyncClient(follow_redirects=False)
         return self._client
 
     # -- events --------------------------------------------------------------------
@@ -119,15 +147,22 @@ class Deliverer:
                 if subscription is not None and subscription not in sb.seed.app.events:
                     return None
         event_id = "Ev" + sb.state.ids.new("", 10)
+        if self.disabled:
+            self._skip(event_id, "subscriptions_disabled")
+            return event_id
+        if not self._within_event_budget(team_id):
+            self._skip(event_id, "app_rate_limited")
+            return event_id
         body = envelope(
             team=team,
             app_id=sb.app_id,
             verification_token=sb.seed.app.verification_token,
-            event=event,
+            event=copy.deepcopy(event),  # later edits must not change what was sent
             event_id=event_id,
             event_time=int(sb.clock()),
             channel_id=channel.id if channel else None,
         )
+        self.emitted.append(body)
         if sb.config.socket_mode:
             self.spawn(sb.socket.deliver_event(body))
         elif sb.request_url:
@@ -147,21 +182,92 @@ class Deliverer:
             )
         return event_id
 
+    def _skip(self, event_id: str, reason: str) -> None:
+        self.records.append(
+            DeliveryRecord(
+                event_id, "event_callback", "none", 0, None, False, reason, time=self.sb.clock()
+            )
+        )
+
+    def enable(self) -> None:
+        """Re-enable event subscriptions after the failure rule disabled them."""
+        self.disabled = False
+        self._outcomes.clear()
+
+    def _within_event_budget(self, team_id: str) -> bool:
+        """30,000 events per workspace per app per hour; past it, ``app_rate_limited``."""
+        sb = self.sb
+        now = sb.clock()
+        window = sb.config.scaled(3600.0)
+        sent = self._sent.setdefault(team_id, deque())
+        while sent and sent[0] <= now - window:
+            sent.popleft()
+        if len(sent) < sb.config.event_rate_limit:
+            sent.append(now)
+            return True
+        minute = int(now // 60 * 60)
+        if (team_id, minute) not in self._limited_minutes and sb.request_url:
+            self._limited_minutes.add((team_id, minute))
+            notice = {
+                "token": sb.seed.app.verification_token,
+                "type": "app_rate_limited",
+                "team_id": team_id,
+                "minute_rate_limited": minute,
+                "api_app_id": sb.app_id,
+            }
+            self.spawn(self._notify_rate_limited(sb.request_url, notice))
+        return False
+
+    async def _notify_rate_limited(self, url: str, notice: JSON) -> None:
+        result = await self.post(url, json.dumps(notice).encode(), "application/json")
+        self.records.append(
+            DeliveryRecord(
+                "",
+                "app_rate_limited",
+                "http",
+                0,
+                result.status,
+                result.ok,
+                result.reason,
+                time=self.sb.clock(),
+            )
+        )
+
+    def _track(self, ok: bool) -> None:
+        """Slack's disable rule: >95% failed attempts within 60 min, at >= the minimum volume."""
+        sb = self.sb
+        now = sb.clock()
+        self._outcomes.append((now, ok))
+        while self._outcomes and self._outcomes[0][0] <= now - sb.config.scaled(3600.0):
+            self._outcomes.popleft()
+        total = len(self._outcomes)
+        if total >= sb.config.disable_min_attempts:
+            failed = sum(1 for _, good in self._outcomes if not good)
+            if failed / total > 0.95:
+                self.disabled = True
+
     async def post(
         self, url: str, body: bytes, content_type: str, extra: dict[str, str] | None = None
     ) -> HttpResult:
-        """One signed POST with the delivery timeout; never raises for network trouble."""
+        """One signed POST within the delivery timeout; never raises for network trouble.
+
+        Like Slack, follows at most ``MAX_REDIRECTS`` redirects, re-POSTing the same body.
+        """
         ts = int(self.sb.clock())
         headers = signed_headers(self.sb.signing_secret, ts, body, content_type)
         headers.update(extra or {})
         try:
-            response = await self.client.post(
-                url, content=body, headers=headers, timeout=self.sb.config.delivery_timeout
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.sb.config.delivery_timeout):
+                for _ in range(MAX_REDIRECTS + 1):
+                    response = await self.client.post(url, content=body, headers=headers)
+                    location = response.headers.get("location")
+                    if response.status_code not in REDIRECTS or not location:
+                        break
+                    url = str(response.url.join(location))
+                else:
+                    return HttpResult(response.status_code, b"", {}, "too_many_redirects")
+        except (TimeoutError, httpx.TimeoutException):
             return HttpResult(None, b"", {}, "http_timeout")
-        except httpx.TooManyRedirects:
-            return HttpResult(None, b"", {}, "too_many_redirects")
         except httpx.ConnectError:
             return HttpResult(None, b"", {}, "connection_failed")
         except httpx.HTTPError:
@@ -184,7 +290,11 @@ class Deliverer:
             if attempt:
                 await sb.sleep(sb.config.scaled(RETRY_DELAYS[attempt - 1]))
                 extra = {"X-Slack-Retry-Num": str(attempt), "X-Slack-Retry-Reason": reason or ""}
+            if self.disabled:
+                self._skip(event_id, "subscriptions_disabled")
+                return
             result = await self.post(url, raw, "application/json", extra)
+            self._track(result.ok)
             no_retry = result.headers.get("x-slack-no-retry") == "1" and result.status is not None
             self.records.append(
                 DeliveryRecord(

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .blocks import normalise_blocks, validate_view
+from .blocks import normalise_blocks, validate_blocks, validate_view
 from .delivery import DeliveryRecord
 from .state import JSON, Channel, User
 from .webapi import ApiError
@@ -124,8 +124,6 @@ class Interactions:
 
     def apply_message_response(self, target: ResponseUrl, body: JSON) -> JSON:
         """Apply a response_url (or slash-command reply) message body."""
-        from .blocks import validate_blocks
-
         sb = self.sb
         state = sb.state
         team = state.team(target.team_id)
@@ -140,7 +138,10 @@ class Interactions:
             if problems:
                 raise ApiError("invalid_blocks", response_metadata={"messages": problems})
         text = body.get("text")
-        if text is not None and not isinstance(text, str):
+        thread_ts = body.get("thread_ts")
+        if (text is not None and not isinstance(text, str)) or (
+            thread_ts is not None and not isinstance(thread_ts, str)
+        ):
             raise ApiError("invalid_arguments")
         if body.get("delete_original"):
             if target.is_ephemeral:
@@ -159,16 +160,14 @@ class Interactions:
         if not text and not blocks and not body.get("attachments"):
             raise ApiError("no_text")
         if body.get("response_type") == "in_channel":
-            message = sb.ops.post(
-                bot, channel, text=text or "", blocks=blocks, thread_ts=body.get("thread_ts")
-            )
+            message = sb.ops.post(bot, channel, text=text or "", blocks=blocks, thread_ts=thread_ts)
             return {"posted": message["ts"]}
-        ts = sb.ops.ephemeral(channel, user, text or "", blocks, body.get("thread_ts"))
+        ts = sb.ops.ephemeral(channel, user, text or "", blocks, thread_ts)
         return {"ephemeral": ts}
 
     def _drop_ephemeral(self, user_id: str, ts: str | None) -> None:
-        messages = self.sb.state._ephemerals.get(user_id, [])
-        self.sb.state._ephemerals[user_id] = [m for m in messages if m["ts"] != ts]
+        if ts is not None:
+            self.sb.state.remove_ephemeral(user_id, ts)
 
     # -- views ---------------------------------------------------------------------
     def _check_view(self, view: Any) -> JSON:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from .state import JSON, Token, User
+from .state import JSON, Token, TokenKind, User
 from .webapi import ApiError, Call, method
 
 if TYPE_CHECKING:
@@ -185,10 +185,16 @@ class OAuth:
         return HTMLResponse(body)
 
     # -- tokens --------------------------------------------------------------------------
-    def _issue(self, kind: str, team_id: str, user_id: str, scopes: tuple[str, ...]) -> Token:
+    def _issue(self, kind: TokenKind, team_id: str, user_id: str, scopes: tuple[str, ...]) -> Token:
         sb = self.sb
+        if not self.rotation:
+            # a reinstall without rotation hands back the same long-lived token
+            for existing in sb.state.active_tokens(team_id, user_id, kind):
+                if existing.expires_at is None:
+                    existing.scopes = tuple(dict.fromkeys((*existing.scopes, *scopes)))
+                    return existing
         expires = sb.config.scaled(ROTATION_EXPIRES_IN) if self.rotation else None
-        token = sb.state.issue_token(kind, team_id, user_id, scopes, expires_in=expires)  # type: ignore[arg-type]
+        token = sb.state.issue_token(kind, team_id, user_id, scopes, expires_in=expires)
         if self.rotation:
             token.refresh_token = f"xoxe-1-{sb.state.ids.hex(80)}"
             self.refresh_tokens[token.refresh_token] = token
@@ -207,8 +213,13 @@ class OAuth:
         }
         if token.refresh_token:
             out["refresh_token"] = token.refresh_token
-            out["expires_in"] = ROTATION_EXPIRES_IN
+            out["expires_in"] = self.expires_in
         return out
+
+    @property
+    def expires_in(self) -> int:
+        """43200 s (12 h), divided by ``time_scale`` so clients refresh in scaled time."""
+        return max(1, int(self.sb.config.scaled(ROTATION_EXPIRES_IN)))
 
     def check_client(self, call: Call) -> None:
         client_id, secret = call.basic_auth or (call.opt("client_id"), call.opt("client_secret"))
@@ -478,7 +489,7 @@ async def openid_connect_token(call: Call) -> JSON:
     }
     if token.refresh_token:
         out["refresh_token"] = token.refresh_token
-        out["expires_in"] = ROTATION_EXPIRES_IN
+        out["expires_in"] = oauth.expires_in
     return out
 
 

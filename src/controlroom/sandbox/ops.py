@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import events as ev
 from .state import JSON, Channel, NotFound, Team, User
@@ -39,10 +39,6 @@ def normalise_channel_name(name: str) -> str:
 class Ops:
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
-
-    @property
-    def state(self) -> Any:
-        return self.sb.state
 
     def _emit(self, team_id: str, event: JSON, channel: Channel | None = None) -> None:
         self.sb.notify(team_id, event)

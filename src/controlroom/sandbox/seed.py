@@ -50,6 +50,22 @@ class SeedUsergroup(_Model):
     users: list[str] = []
 
 
+class SeedReply(_Model):
+    user: str
+    text: str = Field(min_length=1, max_length=40000)
+    reactions: dict[str, list[str]] = {}
+
+
+class SeedMessage(_Model):
+    """A message already in the channel when the sandbox starts (no events are sent)."""
+
+    user: str
+    text: str = Field(min_length=1, max_length=40000)
+    minutes_ago: float = Field(default=60.0, ge=0)
+    reactions: dict[str, list[str]] = {}
+    replies: list[SeedReply] = []
+
+
 class SeedChannel(_Model):
     id: str = Field(pattern=r"^[CG][A-Z0-9]{2,20}$")
     name: str
@@ -59,6 +75,7 @@ class SeedChannel(_Model):
     creator: str | None = None
     members: list[str] = []
     bot_member: bool = True
+    history: list[SeedMessage] = []
 
     @field_validator("name")
     @classmethod
@@ -110,6 +127,13 @@ class SeedTeam(_Model):
             for ref in [*channel.members, *([channel.creator] if channel.creator else [])]:
                 if ref not in names:
                     raise ValueError(f"channel {channel.name}: unknown user {ref!r}")
+            for message in channel.history:
+                items: list[SeedMessage | SeedReply] = [message, *message.replies]
+                for item in items:
+                    refs = [item.user, *(u for us in item.reactions.values() for u in us)]
+                    for ref in refs:
+                        if ref not in names:
+                            raise ValueError(f"channel {channel.name}: unknown user {ref!r}")
         for dm in self.dms:
             for ref in dm.members:
                 if ref not in names and ref != "bot":
@@ -172,11 +196,16 @@ def parse_seed(data: Any, source: str = "<seed>") -> Seed:
         raise SeedError(f"{source}: invalid seed\n{_format_errors(exc)}") from None
 
 
+BUNDLED = ("default", "demo")
+
+
 def load_seed(path: str | Path | None = None) -> Seed:
-    """Load a seed file, or the packaged default seed when ``path`` is None."""
-    if path is None:
-        text = resources.files("controlroom.sandbox").joinpath("seeds/default.yaml").read_text()
-        source = "default.yaml"
+    """Load a seed file, or a packaged seed: ``None``/``"default"`` (an empty-history
+    workspace, what tests build on) or ``"demo"`` (the same people with channel history)."""
+    if path is None or (isinstance(path, str) and path in BUNDLED):
+        name = f"{path or 'default'}.yaml"
+        text = resources.files("controlroom.sandbox").joinpath(f"seeds/{name}").read_text()
+        source = name
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")

@@ -28,7 +28,10 @@ MAX_CONNECTIONS = 10
 EVENT_RETRIES = 3
 #: interactive payload types whose ack may carry a response (view response_action, options)
 RESPONSE_PAYLOAD_TYPES = {"view_submission", "block_suggestion"}
-REFRESH_WARNING = 10.0  # platform seconds between "warning" and "refresh_requested"
+#: platform seconds between "warning" and "refresh_requested"
+REFRESH_WARNING = 10.0
+#: "&debug_reconnects=true" on the link shortens its life to this (platform seconds)
+DEBUG_RECONNECT_SECONDS = 360.0
 
 
 @dataclass(eq=False)
@@ -92,11 +95,19 @@ class SocketHub:
                     "connection_info": {"app_id": self.sb.app_id},
                 },
             )
-            if self.sb.config.socket_refresh_interval:
-                refresher = asyncio.get_running_loop().create_task(self._refresh(conn))
+            interval = self.sb.config.socket_refresh_interval
+            if ws.query_params.get("debug_reconnects") == "true":
+                interval = DEBUG_RECONNECT_SECONDS
+            if interval:
+                refresher = asyncio.get_running_loop().create_task(self._refresh(conn, interval))
             while True:
-                text = await ws.receive_text()
-                self._on_frame(conn, text)
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("text")
+                if data is None:
+                    data = (message.get("bytes") or b"").decode(errors="replace")
+                self._on_frame(conn, data)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -125,8 +136,7 @@ class SocketHub:
         self.frames_sent.append(frame)
         await ws.send_text(json.dumps(frame))
 
-    async def _refresh(self, conn: Connection) -> None:
-        interval = self.sb.config.socket_refresh_interval or 0.0
+    async def _refresh(self, conn: Connection, interval: float) -> None:
         await self.sb.sleep(self.sb.config.scaled(max(0.0, interval - REFRESH_WARNING)))
         await self.disconnect(conn, "warning")
         await self.sb.sleep(self.sb.config.scaled(REFRESH_WARNING))

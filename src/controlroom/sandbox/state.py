@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .config import Clock
-from .seed import Seed
+from .seed import Seed, SeedMessage
 
 JSON = dict[str, Any]
 TokenKind = Literal["bot", "user", "app"]
@@ -309,6 +309,8 @@ class State:
                     purpose=c.purpose,
                     members=members,
                 )
+            for c in t.channels:
+                self._load_history(t.id, c.id, c.history, now)
             for d in t.dms:
                 ids = [
                     t.bot.user_id if ref == "bot" else self.user(ref, t.id).id for ref in d.members
@@ -324,6 +326,43 @@ class State:
                     is_mpim=len(ids) > 2,
                     members=ids,
                 )
+
+    def _load_history(
+        self, team_id: str, channel_id: str, history: list[SeedMessage], now: float
+    ) -> None:
+        from .events import rich_text_blocks
+
+        def make(user_ref: str, text: str, ts: float, reactions: dict[str, list[str]]) -> JSON:
+            user = self.user(user_ref, team_id)
+            message: JSON = {
+                "client_msg_id": f"seed-{self.ids.hex(12)}",
+                "type": "message",
+                "text": text,
+                "user": user.id,
+                "ts": f"{ts:.6f}",
+                "team": team_id,
+                "blocks": rich_text_blocks(text, self.ids.new("", 4).lower()),
+            }
+            self._last_ts = max(self._last_ts, round(ts, 6))
+            if reactions:
+                message["reactions"] = [
+                    {
+                        "name": name,
+                        "users": [self.user(u, team_id).id for u in users],
+                        "count": len(users),
+                    }
+                    for name, users in reactions.items()
+                ]
+            return message
+
+        for seq, item in enumerate(sorted(history, key=lambda m: -m.minutes_ago)):
+            base = now - item.minutes_ago * 60 + seq * 1e-6
+            root = make(item.user, item.text, base, item.reactions)
+            self.add_message(channel_id, root)
+            for n, reply in enumerate(item.replies, start=1):
+                message = make(reply.user, reply.text, base + n * 30, reply.reactions)
+                message["thread_ts"] = root["ts"]
+                self.add_message(channel_id, message)
 
     # -- lookups -------------------------------------------------------------------
     @property
@@ -353,10 +392,13 @@ class State:
         key = ref.removeprefix("#")
         if key in self.channels:
             return self.channels[key]
-        team = team_id or self.primary_team.id
-        for c in self.channels.values():
-            if c.team_id == team and c.name == key and not c.is_im:
-                return c
+        named = [c for c in self.channels.values() if c.name == key and not c.is_im]
+        if team_id is not None:
+            named = [c for c in named if c.team_id == team_id]
+        # without a team, the primary workspace wins a name clash
+        named.sort(key=lambda c: c.team_id != self.primary_team.id)
+        if named:
+            return named[0]
         raise NotFound(f"no channel {ref!r}")
 
     def dm(self, user_a: str, user_b: str) -> Channel:
@@ -378,6 +420,12 @@ class State:
         channel.name = channel.id
         self.channels[channel.id] = channel
         return channel
+
+    def conversations_for(self, user: str) -> list[Channel]:
+        """Conversations a user is a member of (channels first, then DMs), by name."""
+        member = self.user(user)
+        found = [c for c in self.channels.values() if member.id in c.members]
+        return sorted(found, key=lambda c: (c.is_im or c.is_mpim, c.name))
 
     # -- messages ------------------------------------------------------------------
     def next_ts(self) -> str:
@@ -431,14 +479,19 @@ class State:
 
     def messages(self, channel: str) -> list[JSON]:
         """Channel history, oldest first: top-level messages and thread broadcasts."""
-        chan = self.channel(channel)
-        return [
-            copy.deepcopy(m)
-            for m in sorted(self._store(chan.id).values(), key=lambda m: float(m["ts"]))
+        return [copy.deepcopy(m) for m in self.top_level(self.channel(channel).id)]
+
+    def top_level(self, channel_id: str) -> list[JSON]:
+        """Like :meth:`messages` but the stored dicts themselves (do not mutate)."""
+        found = [
+            m
+            for m in self._store(channel_id).values()
             if not m.get("thread_ts")
             or m["thread_ts"] == m["ts"]
             or m.get("subtype") == "thread_broadcast"
         ]
+        found.sort(key=lambda m: float(m["ts"]))
+        return found
 
     def replies(self, channel: str, ts: str) -> list[JSON]:
         """A thread, parent first; just the message when it has no replies."""
@@ -453,6 +506,10 @@ class State:
     # -- ephemerals ----------------------------------------------------------------
     def add_ephemeral(self, user_id: str, message: JSON) -> None:
         self._ephemerals.setdefault(user_id, []).append(message)
+
+    def remove_ephemeral(self, user_id: str, ts: str) -> None:
+        messages = self._ephemerals.get(user_id, [])
+        self._ephemerals[user_id] = [m for m in messages if m["ts"] != ts]
 
     def ephemerals(self, user: str) -> list[JSON]:
         """Ephemeral messages shown to one user, oldest first."""

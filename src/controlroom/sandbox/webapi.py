@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("controlroom.sandbox.webapi")
 
+MAX_BODY = 5 * 1024 * 1024
 _SECRET_PARAMS = {"token", "client_secret", "code", "refresh_token", "code_verifier"}
 
 
@@ -199,6 +200,8 @@ async def _read_params(request: Request) -> tuple[dict[str, Any], bool]:
         return params, False
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError("request_too_large")
     if ctype == "application/json":
         if not raw.strip():
             return params, True
@@ -275,6 +278,7 @@ class WebApi:
         params: dict[str, Any] = {}
         status = 200
         headers: dict[str, str] = {"x-accepted-oauth-scopes": ",".join(spec.scopes) if spec else ""}
+        presented: Token | None = None  # the token sent, even when it is refused
         try:
             params, was_json = await _read_params(request)
             if spec is None:
@@ -283,23 +287,18 @@ class WebApi:
             token_value = bearer
             if token_value is None and not was_json and spec.auth == "token":
                 token_value = params.get("token") if isinstance(params.get("token"), str) else None
-            if spec.auth == "token":
-                token = self._authenticate(spec, token_value)
-            elif bearer:
-                token = sb.state.tokens.get(bearer)
-            headers["x-oauth-scopes"] = ",".join(token.scopes) if token else ""
+            presented = sb.state.tokens.get(token_value) if token_value else None
+            is_token_auth = spec.auth == "token"
+            token = self._authenticate(spec, token_value) if is_token_auth else presented
             body = await self._run(spec, params, token, basic, headers)
-            if body.pop("__status__", None) == 429:
-                status = 429
         except ApiError as exc:
             body = {"ok": False, "error": exc.error, **exc.extra}
         except _HttpFault as fault:
             body = fault.body
             status = fault.status
             headers.update(fault.headers)
-        headers.setdefault("x-oauth-scopes", ",".join(token.scopes) if token else "")
-        if status == 200 and not body.get("ok", True) and body.get("error") == "ratelimited":
-            status = 429
+        shown = token or presented
+        headers["x-oauth-scopes"] = ",".join(shown.scopes) if shown else ""
         sb.state.calls.append(
             ApiCall(
                 method=name,

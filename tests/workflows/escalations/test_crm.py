@@ -70,7 +70,7 @@ async def test_the_shipped_accounts_include_the_sandbox_customers() -> None:
     assert isinstance(crm, CrmConnector)
     names = {a.name for a in crm.accounts}
     assert {"Acme Corporation", "Globex Corporation", "Initech"} <= names
-    assert all(a.owner_email.endswith("@controlroom.example") for a in crm.accounts)
+    assert all(a.owner_email.endswith("@northwind.example") for a in crm.accounts)
 
 
 async def test_file_crm_finds_by_id_domain_alias_and_text() -> None:

@@ -169,10 +169,12 @@ def deployment_message(
     lock: DeployLock | None = None,
     user_lookup: UserLookup | None = None,
     now: datetime | None = None,
+    rollback_available: bool = True,
 ) -> SlackMessage:
     """The message for ``dep``. ``target`` is its rollback target (``last_good``, or the
     deployment ``rollback_target_id`` names once a rollback started); ``lock`` the
-    environment's current lock."""
+    environment's current lock. ``rollback_available`` False (no rollback executor is
+    configured for the deployment) names the target without offering the button."""
     now = now or datetime.now(UTC)
     emoji, words = _look(dep)
     version = dep.version or dep.commit_sha[:7] or "unknown version"
@@ -235,14 +237,22 @@ def deployment_message(
         blocks.append(_section(_lock_banner(lock), "deploys.lock"))
     if dep.rollback_state is not None:
         blocks.append(_section(_rollback_line(dep, target), "deploys.rollback_state"))
-    elif dep.needs_attention and target is not None:
+    elif dep.needs_attention and target is not None and rollback_available:
         blocks.append(_rollback_actions(dep, target))
+    elif dep.needs_attention and target is not None:
+        blocks.append(
+            _context(
+                f":information_source: The last good version is {escape(target.version)}; no "
+                f"rollback is configured for {escape(dep.service)} in {escape(dep.environment)}."
+            )
+        )
     context = [f"{escape(dep.provider)}", f"deployment #{dep.id}"]
     if dep.last_event:
         context.insert(1, escape(dep.last_event))
     blocks.append(_context(" · ".join(context)))
+    offered = target if rollback_available or dep.rollback_state is not None else None
     return SlackMessage(
-        text=_fallback(dep, words, version, author_plain, target, lock), blocks=blocks
+        text=_fallback(dep, words, version, author_plain, offered, lock), blocks=blocks
     )
 
 

@@ -7,6 +7,9 @@ rate gate) lives elsewhere and calls:
     result = await summarise_with_fallback(primary, messages, fallback=HeuristicSummariser(tz))
     carried = carry_forward(previous_open_items, result.items, messages)
     messages = render_digest_messages(replace(result, items=carried.items), permalink=...)
+
+The wiring is ``controlroom.workflows.digests.workflow`` (handlers, ``[workflows.digests]``
+in ``config``), with ``runner`` (history, building, posting) and ``store`` (tables).
 """
 
 from __future__ import annotations

@@ -257,12 +257,15 @@ def render_digest_messages(
     channel_names: Mapping[str, str] | None = None,
     user_names: Mapping[str, str] | None = None,
     mention_owners: bool = True,
+    max_blocks: int = MAX_BLOCKS,
 ) -> list[RenderedMessage]:
     """Render one or more digest results into ordered Slack messages (blocks + fallback).
 
     Items are grouped by the channel of their first source message; a channel with no
     items still gets its header and coverage line when the result covered it.
+    ``max_blocks`` (at most Slack's 50) caps the blocks of one message.
     """
+    max_blocks = max(3, min(max_blocks, MAX_BLOCKS))
     if isinstance(results, DigestResult):
         results = [results]
     groups: list[tuple[Block, list[Block]]] = []
@@ -292,12 +295,12 @@ def render_digest_messages(
     messages: list[list[Block]] = []
     current: list[Block] = []
     for header, body in groups:
-        if current and len(current) + 2 > MAX_BLOCKS:
+        if current and len(current) + 2 > max_blocks:
             messages.append(current)
             current = []
         current.append(header)
         for block in body:
-            if len(current) >= MAX_BLOCKS:
+            if len(current) >= max_blocks:
                 messages.append(current)
                 cont = dict(header)
                 cont["text"] = {

@@ -4,7 +4,9 @@ customer's story.
 This package is the domain core, free of Slack I/O: CRM connectors (``crm``), customer
 resolution (``resolve``), room naming and numbering (``naming``), the exactly-once ledger
 (``ledger``) and the Block Kit messages (``messages``). The handlers that call Slack build
-on these.
+on these: ``workflow`` (the ``Workflow`` the hub loads, its triggers, buttons and tasks),
+``flow`` (the opening flow on the ledger's steps), ``slackio`` (the Slack calls) and
+``config`` (``[workflows.escalations]``). They are imported by the hub, not from here.
 """
 
 from __future__ import annotations
