@@ -118,6 +118,18 @@ class Hub:
         )
         self._slack_factory = slack_factory
         self._slack_clients: dict[str, Any] = {}
+        from controlroom.slack import SlackMetrics, SlackOutbound
+        from controlroom.slack.gate_pg import gate_for_database
+
+        # Every Web API call passes one gate: in process memory on SQLite, shared by all
+        # workers through PostgreSQL in the distributed mode.
+        self.gate = gate_for_database(url)
+        self.outbound = SlackOutbound(
+            self.gate,
+            base_url=settings.slack.api_url,
+            metrics=SlackMetrics(self.metrics),
+            on_auth_error=self._on_auth_error,
+        )
         self.http = httpx.AsyncClient(timeout=10.0)
         from controlroom.security.audit import AuditLog
         from controlroom.security.authz import Authorizer, Policy, SlackUsergroupResolver
@@ -148,11 +160,21 @@ class Hub:
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
+        """Open the store, the queue and the Slack pool, then run the workflows' start-up
+        hooks. On failure everything opened so far is closed again."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         from controlroom.store.schema import load_all_tables
 
         load_all_tables()
         await self.db.run(self.db.create_all_on)
         await self.queue.open()
+        await self.outbound.start()
         self.queue.register("dispatch", self.run_dispatch)
         self.queue.register("run_handler", self.run_handler)
         self.queue.register("run_schedule", self.run_schedule)
@@ -175,10 +197,8 @@ class Hub:
     async def close(self) -> None:
         await self.queue.close()
         await self.http.aclose()
-        for client in self._slack_clients.values():
-            closer = getattr(client, "aclose", None)
-            if closer is not None:
-                await closer()
+        await self.outbound.aclose()
+        await self.gate.aclose()
         self.db.dispose()
 
     # -- services ---------------------------------------------------------------
@@ -193,11 +213,17 @@ class Hub:
             if self._slack_factory is not None:
                 client = self._slack_factory(team_id)
             else:
-                from slack_sdk.web.async_client import AsyncWebClient
-
-                client = AsyncWebClient(token=token, base_url=self.settings.slack.api_url)
+                client = self.outbound.client(team_id, token or "")
             self._slack_clients[key] = client
         return client
+
+    async def _on_auth_error(self, workspace: str, error: str) -> str | None:
+        """``token_expired``/``invalid_auth``: an installable app refreshes the rotating
+        token (one worker at a time) and the call is retried once with the new one."""
+        if self.workspaces.rotator is None:
+            return None
+        inst = await self.workspaces.rotator.fresh(workspace)
+        return inst.bot_token.get() if inst.bot_token else None
 
     async def client_for(self, team_id: str, enterprise_id: str = "") -> Any:
         """The client for a workspace, from its installation when the app is

@@ -438,7 +438,13 @@ class SlackClient(AsyncWebClient):
         return path.rsplit("/", 1)[-1]
 
     def _session(self) -> aiohttp.ClientSession:
-        if self.session is not None and not self.session.closed:
+        if self.session is not None:
+            if self.session.closed:
+                # The process's pool was closed: it is stopping. Opening a private session
+                # here would leak it; the job is handed back and runs again elsewhere.
+                raise SlackTransientError(
+                    "(any)", self.workspace, "the Slack connection pool is closed"
+                )
             return self.session
         if self._own_session is None or self._own_session.closed:
             self._own_session = aiohttp.ClientSession()
