@@ -58,7 +58,13 @@ class _FastIntake(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool = True) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    hub: Hub | None = None,
+    manage_hub: bool = True,
+    extra_routes: list[BaseRoute] | None = None,
+) -> Starlette:
     """Build the web edge. With ``manage_hub`` the app's lifespan starts and closes the
     hub; ``controlroom up`` passes a hub it runs itself alongside the workers."""
     from controlroom.edge.http import edge_routes
@@ -114,6 +120,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, manage_hub: bool =
         Route("/metrics", metrics),
         Route("/robots.txt", robots),
         Route("/", index),
+        *(extra_routes or []),
     ]
     if the_hub.workspaces.oauth is not None:
         routes.extend(the_hub.workspaces.oauth.routes())

@@ -184,21 +184,49 @@ async def _up(settings: Settings) -> None:
                     )
                 }
             )
+        port = settings.server.port or _free_port(settings.server.host)
+        hub_url = f"http://{settings.server.host}:{port}"
+        extra: list[Any] = []
+        if sandbox is not None:
+            from controlroom.demo import demo_routes, with_demo_defaults
+
+            settings = with_demo_defaults(settings, hub_url)
+            extra = demo_routes(settings, hub_url)
         hub = Hub(settings)
         await hub.start()
         stack.push_async_callback(hub.close)
-        web = create_app(settings, hub=hub, manage_hub=False)
-        server = await stack.enter_async_context(
-            serve_asgi(web, settings.server.host, settings.server.port)
-        )
+        web = create_app(settings, hub=hub, manage_hub=False, extra_routes=extra)
+        await stack.enter_async_context(serve_asgi(web, settings.server.host, port))
         await stack.enter_async_context(socket_mode_intake(settings, web))
-        hub_url = f"http://{settings.server.host}:{bound_port(server)}"
-        if sandbox is not None and not settings.slack.socket_mode:
-            await sandbox.set_request_url(f"{hub_url}/slack/events")
+        if sandbox is not None:
+            _show_shortcuts(sandbox, settings, hub)
+            if not settings.slack.socket_mode:
+                await sandbox.set_request_url(f"{hub_url}/slack/events")
         worker = asyncio.create_task(hub.queue.run_worker(concurrency=settings.queue.workers))
         stack.callback(worker.cancel)
         _banner(settings, hub_url, sandbox, running.url if sandbox is not None else None)
         await asyncio.Event().wait()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _show_shortcuts(sandbox: Any, settings: Settings, hub: Any) -> None:
+    """The sandbox's message menus offer the enabled workflows' shortcuts."""
+    from controlroom.manifest import ManifestOptions, build_manifest
+    from controlroom.sandbox.web import web_client
+
+    manifest = build_manifest(
+        settings,
+        list(hub.registry.workflows.values()),
+        ManifestOptions(socket_mode=True),
+    )
+    web_client(sandbox).set_shortcuts(manifest.get("features", {}).get("shortcuts", []))
 
 
 def _banner(settings: Settings, hub_url: str, sandbox: Any, sandbox_url: str | None) -> None:
@@ -212,6 +240,10 @@ def _banner(settings: Settings, hub_url: str, sandbox: Any, sandbox_url: str | N
         people = [u for u in sandbox.state.users.values() if u.team_id == team and not u.is_bot]
         for user in people[:4]:
             console.print(f"    @{user.name:8s} {user.real_name}, {user.title}")
+        console.print("  try it:")
+        console.print("    as @priya, react :rotating_light: to a customer message in #support")
+        console.print("    run `uv run controlroom demo deploy`, then click Rollback in #deploys")
+        console.print("    as @grace (a release manager); in #proj-aurora type /digest now")
     console.print("Press Ctrl+C to stop.")
 
 
@@ -370,6 +402,48 @@ def jobs_retry_all(config: ConfigOpt = None) -> None:
         console.print(f"{n} dead job(s) queued again")
 
     _with_queue(config, go)
+
+
+demo_app = typer.Typer(
+    help="Drive the demo of `controlroom up` (sandbox mode).", no_args_is_help=True
+)
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("deploy")
+def demo_deploy(
+    config: ConfigOpt = None,
+    service: str = "checkout",
+    env: Annotated[str, typer.Option("--env", help="environment")] = "production",
+    good: Annotated[str, typer.Option(help="version that deploys fine")] = "v2.4.0",
+    bad: Annotated[str, typer.Option(help="version whose deploy fails")] = "v2.5.0",
+    hub: Annotated[str | None, typer.Option(help="hub URL (default: the configured port)")] = None,
+) -> None:
+    """Send a good deploy then a failing one to the running hub, signed as the demo CI
+    source: #deploys shows the failure with "Rollback to <good>"."""
+    settings = _settings(config)
+    url = hub or f"http://{settings.server.host}:{settings.server.port}"
+
+    async def main_() -> None:
+        import httpx
+
+        from controlroom.demo import send_demo_deploys
+
+        try:
+            codes = await send_demo_deploys(
+                url, settings.data_dir, service=service, environment=env, good=good, bad=bad
+            )
+        except httpx.TransportError as exc:
+            raise ControlRoomError(
+                f"cannot reach the hub at {url}: is `controlroom up` running?"
+            ) from exc
+        if any(code != 202 for code in codes):
+            raise ControlRoomError(f"the hub refused the demo webhooks (HTTP {codes})")
+        console.print(
+            f"sent {service} {good} (succeeded) and {bad} (failed) to {env}: see #deploys"
+        )
+
+    _run(main_)
 
 
 @app.command()

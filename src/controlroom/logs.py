@@ -3,6 +3,7 @@ redactor, which knows Slack token shapes and every secret resolved from configur
 
 from __future__ import annotations
 
+import logging
 from typing import TextIO
 
 from controlroom.config import Settings
@@ -17,4 +18,8 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Re
     OAuth installs) can be added to it."""
     redactor = Redactor()
     redactor.add_settings(settings)
-    return _configure(settings.log_level, settings.log_format, redactor, stream=stream)
+    configured = _configure(settings.log_level, settings.log_format, redactor, stream=stream)
+    # Client libraries log every request at INFO: ids and outcomes are ours to log.
+    for noisy in ("httpx", "httpcore", "slack_sdk", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    return configured
