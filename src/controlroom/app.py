@@ -8,6 +8,7 @@ Routes: the Slack and webhook edge (``/slack/events``, ``/hooks/{source}``), hea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -103,6 +104,16 @@ def create_app(
             '<p><a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>'
         )
 
+    async def slack_limits(request: Request) -> Response:
+        """The rate gate's budgets and cooldowns, for ``controlroom slack limits``; only
+        for callers on this machine (it names workspaces and channels)."""
+        host = request.client.host if request.client else ""
+        if host not in ("127.0.0.1", "::1"):
+            return PlainTextResponse("only available from this machine\n", status_code=403)
+        workspace = request.query_params.get("workspace") or None
+        states = await the_hub.gate.limits_snapshot(workspace)
+        return JSONResponse([dataclasses.asdict(s) for s in states])
+
     async def robots(_: Request) -> Response:
         return PlainTextResponse("User-agent: *\nDisallow: /\n")
 
@@ -119,6 +130,7 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/robots.txt", robots),
+        Route("/admin/slack-limits", slack_limits),
         Route("/", index),
         *(extra_routes or []),
     ]

@@ -404,6 +404,51 @@ def jobs_retry_all(config: ConfigOpt = None) -> None:
     _with_queue(config, go)
 
 
+slack_app = typer.Typer(help="Slack outbound: the rate gate's state.", no_args_is_help=True)
+app.add_typer(slack_app, name="slack")
+
+
+@slack_app.command("limits")
+def slack_limits(
+    config: ConfigOpt = None,
+    workspace: Annotated[str | None, typer.Option(help="only this workspace (T…)")] = None,
+    hub: Annotated[str | None, typer.Option(help="hub URL (embedded mode)")] = None,
+) -> None:
+    """Current budgets and cooldowns per workspace, method and channel. On PostgreSQL
+    they are read from the shared gate; in the embedded mode from the running hub."""
+    settings = _settings(config)
+
+    async def main_() -> None:
+        import httpx
+
+        from controlroom.slack import LimitState, format_limits
+        from controlroom.slack.gate_pg import gate_for_database
+
+        if settings.is_distributed:
+            gate = gate_for_database(settings.effective_database_url)
+            try:
+                states = await gate.limits_snapshot(workspace)
+            finally:
+                await gate.aclose()
+        else:
+            url = hub or f"http://{settings.server.host}:{settings.server.port}"
+            try:
+                async with httpx.AsyncClient(timeout=5) as http:
+                    resp = await http.get(
+                        f"{url}/admin/slack-limits", params={"workspace": workspace or ""}
+                    )
+            except httpx.TransportError as exc:
+                raise ControlRoomError(
+                    f"cannot reach the hub at {url} (embedded budgets live in its process)"
+                ) from exc
+            if resp.status_code != 200:
+                raise ControlRoomError(f"the hub answered {resp.status_code}: {resp.text.strip()}")
+            states = [LimitState(**row) for row in resp.json()]
+        console.print(format_limits(states))
+
+    _run(main_)
+
+
 demo_app = typer.Typer(
     help="Drive the demo of `controlroom up` (sandbox mode).", no_args_is_help=True
 )

@@ -56,3 +56,24 @@ async def test_a_reaction_in_the_sandbox_runs_a_handler_that_answers_in_the_thre
         # only the two reactions had a handler interested: two dispatch jobs, both done
         dispatched = await h.hub.queue.list_jobs(task="dispatch")
         assert sorted(j.status for j in dispatched) == ["succeeded", "succeeded"]
+
+
+async def test_the_rate_gate_state_is_visible_to_operators_on_this_machine(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    from controlroom.slack import LimitState, format_limits
+
+    async with running_hub(tmp_path, workflows=[echo_workflow()]) as h:
+        ts = await h.act.post_message("priya", "support", "the checkout page is down")
+        await h.act.add_reaction("dan", "support", ts, "pray")
+        await h.settle()
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(f"{h.hub_url}/admin/slack-limits")
+        assert resp.status_code == 200
+        states = [LimitState(**row) for row in resp.json()]
+        posted = [s for s in states if s.kind == "method" and s.method == "chat.postMessage"]
+        assert [s.workspace for s in posted] == [h.sandbox.team_id]
+        assert any(s.kind == "channel" and s.channel == "C0SUPPORT1" for s in states)
+        assert "chat.postMessage" in format_limits(states)
