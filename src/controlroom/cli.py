@@ -195,6 +195,7 @@ async def _up(settings: Settings) -> None:
         hub = Hub(settings)
         await hub.start()
         stack.push_async_callback(hub.close)
+        await _report_scopes(settings, hub)
         web = create_app(settings, hub=hub, manage_hub=False, extra_routes=extra)
         await stack.enter_async_context(serve_asgi(web, settings.server.host, port))
         await stack.enter_async_context(socket_mode_intake(settings, web))
@@ -206,6 +207,28 @@ async def _up(settings: Settings) -> None:
         stack.callback(worker.cancel)
         _banner(settings, hub_url, sandbox, running.url if sandbox is not None else None)
         await asyncio.Event().wait()
+
+
+async def _report_scopes(settings: Settings, hub: Any) -> None:
+    """At start: the scopes Slack granted the bot token against what the enabled
+    workflows need. Missing ones are errors naming the workflows; extra ones a warning
+    (over-scoping widens what a leaked token can do). Start goes on either way."""
+    if settings.slack.bot_token is None or not hub.registry.workflows:
+        return
+    import structlog
+
+    from controlroom.ops.scopes_check import check_scopes_against_slack
+
+    log = structlog.get_logger("controlroom.scopes")
+    try:
+        check = await check_scopes_against_slack(settings, hub.registry.workflows.values())
+    except ControlRoomError as exc:
+        log.warning("scope_check_failed", error=str(exc))
+        return
+    for line in check.errors():
+        log.error("missing_scope", detail=line)
+    if check.extra:
+        log.warning("extra_scopes", scopes=sorted(check.extra))
 
 
 def _free_port(host: str) -> int:
@@ -284,6 +307,7 @@ def worker(
 
         hub = Hub(settings)
         await hub.start()
+        await _report_scopes(settings, hub)
         try:
             await hub.queue.run_worker(concurrency=concurrency or settings.queue.workers)
         finally:
