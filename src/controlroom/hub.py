@@ -65,6 +65,20 @@ def _validate_workflow_config(wf: Workflow, raw: dict[str, Any]) -> Any:
         raise ConfigError([(f"workflows.{wf.name}", "configuration", str(exc))]) from None
 
 
+class _NoSlackToken:
+    """``ctx.slack`` where no token is configured: handlers that never call Slack run
+    as usual; a call fails permanently, saying what to configure."""
+
+    def __init__(self, team_id: str) -> None:
+        self._team = team_id
+
+    def __getattr__(self, name: str) -> Any:
+        raise PermanentError(
+            f"no Slack token for workspace {self._team or '?'}: configure slack.bot_token, "
+            "or slack.client_id/client_secret and install the app"
+        )
+
+
 class _LazyClient:
     """Defers building the Slack client until the first user-group lookup."""
 
@@ -212,8 +226,10 @@ class Hub:
         if client is None:
             if self._slack_factory is not None:
                 client = self._slack_factory(team_id)
+            elif not token:
+                client = _NoSlackToken(team_id)
             else:
-                client = self.outbound.client(team_id, token or "")
+                client = self.outbound.client(team_id, token)
             self._slack_clients[key] = client
         return client
 
