@@ -245,7 +245,8 @@ class PostgresQueue:
                 )
         except QueueError as exc:
             raise QueueError(f"envelope {envelope.id} could not be stored: {exc}") from exc
-        self._wake()
+        if dispatch:
+            self._wake()
         return AcceptResult(envelope_id=envelope.id, duplicate=False)
 
     async def get_envelope(self, envelope_id: str) -> Envelope | None:

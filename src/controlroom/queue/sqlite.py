@@ -263,7 +263,7 @@ class SqliteQueue:
             return AcceptResult(envelope_id=envelope.id, duplicate=False)
 
         result: AcceptResult = await self._writer.submit(op)
-        if not result.duplicate:
+        if dispatch and not result.duplicate:
             self._wake()
         return result
 
