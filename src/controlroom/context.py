@@ -32,6 +32,9 @@ class Context:
     args: Mapping[str, Any] = field(default_factory=dict)
     action: Mapping[str, Any] | None = None
     job_id: str | None = None
+    #: how many earlier runs of this job ended without finishing (a crash, a timeout):
+    #: above 0, side effects may already have happened: posts pass ``verify_first``
+    attempt: int = 0
 
     # -- the request ------------------------------------------------------------
     @property

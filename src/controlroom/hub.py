@@ -261,6 +261,7 @@ class Hub:
         envelope: Envelope | None = None,
         args: dict[str, Any] | None = None,
         job_id: str | None = None,
+        attempt: int = 0,
     ) -> Context:
         team = envelope.team_id if envelope else str((args or {}).get("team_id", ""))
         team = team or self.settings.slack.team_id
@@ -282,6 +283,7 @@ class Hub:
             args=args or {},
             action=action,
             job_id=job_id,
+            attempt=attempt,
         )
 
     async def post_response_url(self, url: str, message: dict[str, Any]) -> None:
@@ -342,18 +344,24 @@ class Hub:
     async def run_handler(self, job: JobInfo) -> None:
         env = await self._load(str(job.args["envelope_id"]))
         h = self._handler(str(job.args["handler"]))
-        await self._call(h, await self.context(h, envelope=env, job_id=job.id))
+        await self._call(
+            h, await self.context(h, envelope=env, job_id=job.id, attempt=job.attempts)
+        )
 
     async def run_schedule(self, job: JobInfo) -> None:
         h = self._handler(str(job.args["handler"]))
-        await self._call(h, await self.context(h, args=dict(job.args), job_id=job.id))
+        await self._call(
+            h, await self.context(h, args=dict(job.args), job_id=job.id, attempt=job.attempts)
+        )
 
     async def run_task(self, job: JobInfo) -> None:
         h = self._handler(str(job.args["handler"]))
         args = dict(job.args.get("args") or {})
         args.setdefault("team_id", job.args.get("team_id", ""))
         env = await self.queue.get_envelope(job.envelope_id) if job.envelope_id else None
-        await self._call(h, await self.context(h, envelope=env, args=args, job_id=job.id))
+        await self._call(
+            h, await self.context(h, envelope=env, args=args, job_id=job.id, attempt=job.attempts)
+        )
 
     async def _honour_lifecycle(self, env: Envelope, kind: str) -> None:
         """``tokens_revoked`` / ``app_uninstalled``: disable or delete the installation at

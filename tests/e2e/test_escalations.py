@@ -150,12 +150,16 @@ async def test_a_reaction_opens_one_complete_room_however_often_it_is_repeated(
         assert (await h.hub.audit.verify()).ok
 
 
-@pytest.mark.parametrize("step", ["channel_created", "invited", "pinned"])
+@pytest.mark.parametrize(
+    "step", ["channel_created", "invited", "briefed", "pinned", "pointer_posted"]
+)
 async def test_a_worker_killed_mid_flow_still_yields_exactly_one_complete_room(
     tmp_path: Path, step: str, database_url: str | None
 ) -> None:
     """The job dies right after a Slack side effect, before the ledger records it (for
-    ``channel_created``: between ``conversations.create`` and the ledger), and runs again."""
+    ``channel_created``: between ``conversations.create`` and the ledger; for ``briefed``
+    and ``pointer_posted``: between ``chat.postMessage`` and the ledger), and runs again:
+    the re-run finds the post by its idempotency key instead of posting it twice."""
     year = datetime.now(UTC).year
     async with running_hub(
         tmp_path, workflows=[workflow], overrides=OVERRIDES, database_url=database_url

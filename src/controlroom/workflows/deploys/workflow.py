@@ -240,7 +240,12 @@ async def publish(ctx: Context) -> None:
         message = await render(ctx, dep)
         try:
             resp = await ctx.slack.chat_postMessage(
-                channel=dep.channel, text=message.text, blocks=message.blocks, unfurl_links=False
+                channel=dep.channel,
+                text=message.text,
+                blocks=message.blocks,
+                unfurl_links=False,
+                idempotency_key=f"deploys:message:{dep.id}",
+                verify_first=ctx.attempt > 0,
             )
         except SLACK_ERRORS as exc:
             error = slack_error(exc)

@@ -394,7 +394,14 @@ async def _steps(
     if esc.state == State.INVITED:
         manager, _ = await manager_user(ctx, customer.account)
         msg = briefing_message(_briefing(cfg, esc, src, customer, manager))
-        data, _ = await call(ctx.slack, "chat_postMessage", channel=room, **msg.as_kwargs())
+        data, _ = await call(
+            ctx.slack,
+            "chat_postMessage",
+            channel=room,
+            idempotency_key=f"escalations:briefing:{esc.id}",
+            verify_first=ctx.attempt > 0,
+            **msg.as_kwargs(),
+        )
         await _hook(svc, "briefed")
         esc = await svc.ledger.record_briefed(esc.id, message_ts=str(data["ts"]))
         await audit(ctx, "briefed", esc.id, actor=bot, room=room, ts=esc.briefing_ts)
@@ -416,6 +423,8 @@ async def _steps(
             "chat_postMessage",
             channel=esc.source.channel,
             thread_ts=root,
+            idempotency_key=f"escalations:pointer:{esc.id}",
+            verify_first=ctx.attempt > 0,
             **pointer.as_kwargs(),
         )
         await _hook(svc, "pointer_posted")
