@@ -74,6 +74,19 @@ def up(tmp_path: Path) -> Iterator[Up]:
             proc.kill()
             proc.wait()
         log.close()
+    assert_no_secret_at_rest(tmp_path)
+
+
+def assert_no_secret_at_rest(root: Path) -> None:
+    """After a whole run, neither the database files nor the logs hold a Slack token or
+    the demo webhook secret in plain text."""
+    data = root / ".controlroom"
+    secret = (data / "demo-hook.secret").read_text().strip().encode()
+    files = [root / "up.log", *sorted(data.glob("controlroom.db*"))]
+    for path in files:
+        content = path.read_bytes()
+        for needle in (b"xoxb-", b"xoxp-", b"xapp-", b"xoxe", secret):
+            assert needle not in content, f"{needle[:5]!r}... found in {path.name}"
 
 
 @pytest.fixture
