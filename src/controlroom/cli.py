@@ -265,8 +265,8 @@ def _banner(settings: Settings, hub_url: str, sandbox: Any, sandbox_url: str | N
             console.print(f"    @{user.name:8s} {user.real_name}, {user.title}")
         console.print("  try it:")
         console.print("    as @priya, react :rotating_light: to a customer message in #support")
-        console.print("    run `uv run controlroom demo deploy`, then click Rollback in #deploys")
-        console.print("    as @grace (a release manager); in #proj-aurora type /digest now")
+        console.print("    run `uv run controlroom demo deploy`; as @grace, Rollback in #deploys")
+        console.print("    as @tomas, talk in #proj-aurora, then type /digest now")
     console.print("Press Ctrl+C to stop.")
 
 

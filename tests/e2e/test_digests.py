@@ -167,6 +167,8 @@ async def test_the_scheduled_digest_is_posted_once_with_links_even_after_a_crash
         text = all_text(posts)
         assert "Postgres" in text
         assert "migration plan" in text
+        # people are named, not shown as ids (users.info; the owner is still mentioned)
+        assert "@dan will update the migration plan" in text
         assert "Who owns the billing integration" in text
         assert "Kafka" in text and "Redis" not in text
         assert "SSO" not in text

@@ -8,6 +8,7 @@ the hub) and the ``DigestStore``; handlers in ``workflow`` call these.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -455,6 +456,7 @@ async def build_digest(
         tz=tz,
         title=title,
         channel_names=rt.names,
+        user_names=await _user_names(ctx, results),
         mention_owners=d.mention_owners,
         max_blocks=d.max_blocks,
     )
@@ -462,6 +464,37 @@ async def build_digest(
         results=tuple(results),
         rendered=[{"text": m.text, "blocks": m.blocks} for m in rendered],
     )
+
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+async def _user_names(ctx: Context, results: list[DigestResult]) -> dict[str, str]:
+    """Display names of the people items mention, so quoted text reads "@dan", not an id
+    (``users.info``, cached a day in the workflow state; unknown ids stay as they are)."""
+    ids: set[str] = set()
+    for result in results:
+        for item in result.items:
+            ids.update(_MENTION.findall(item.text))
+            if item.owner:
+                ids.add(item.owner)
+    names: dict[str, str] = {}
+    for uid in sorted(ids):
+        cached = await ctx.state.get(f"user-name:{uid}")
+        if isinstance(cached, str):
+            names[uid] = cached
+            continue
+        try:
+            user = (await ctx.slack.users_info(user=uid))["user"]
+        except Exception as exc:  # a name is a nicety: the id is shown instead
+            ctx.log.info("digests.user_name_unavailable", user=uid, error=type(exc).__name__)
+            continue
+        profile = user.get("profile") or {}
+        name = str(profile.get("display_name") or user.get("name") or user.get("real_name") or "")
+        if name:
+            names[uid] = name
+            await ctx.state.set(f"user-name:{uid}", name, ttl=86400)
+    return names
 
 
 async def _channel_result(
