@@ -20,7 +20,8 @@ from rich.table import Table
 from controlroom.cli_ops import register as register_ops
 from controlroom.config import Secret, Settings, load_settings
 from controlroom.errors import ConfigError, ControlRoomError
-from controlroom.serving import bound_port, serve_asgi
+from controlroom.ops._common import ConfigOpt, peek_data_dir
+from controlroom.serving import bound_port, free_port, serve_asgi
 
 __all__ = ["app", "main"]
 
@@ -35,13 +36,6 @@ app.add_typer(jobs_app, name="jobs")
 register_ops(app)
 console = Console()
 err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="TOML file (default: $CONTROLROOM_CONFIG or ./controlroom.toml)"
-    ),
-]
 
 
 def _config_path(path: Path | None) -> Path | None:
@@ -59,18 +53,7 @@ def _peek_data_dir(path: Path | None, overrides: dict[str, Any]) -> Path:
     ``keystore:`` references are resolved during the load."""
     if overrides.get("data_dir"):
         return Path(str(overrides["data_dir"]))
-    if os.environ.get("CONTROLROOM_DATA_DIR"):
-        return Path(os.environ["CONTROLROOM_DATA_DIR"])
-    if path is not None and path.exists():
-        import tomllib
-
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            raw = {}
-        if isinstance(raw.get("data_dir"), str):
-            return Path(raw["data_dir"])
-    return Path(".controlroom")
+    return peek_data_dir(path, os.environ)
 
 
 def _settings(path: Path | None, **overrides: Any) -> Settings:
@@ -184,7 +167,7 @@ async def _up(settings: Settings) -> None:
                     )
                 }
             )
-        port = settings.server.port or _free_port(settings.server.host)
+        port = settings.server.port or free_port(settings.server.host)
         hub_url = f"http://{settings.server.host}:{port}"
         extra: list[Any] = []
         if sandbox is not None:
@@ -229,14 +212,6 @@ async def _report_scopes(settings: Settings, hub: Any) -> None:
         log.error("missing_scope", detail=line)
     if check.extra:
         log.warning("extra_scopes", scopes=sorted(check.extra))
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _show_shortcuts(sandbox: Any, settings: Settings, hub: Any) -> None:

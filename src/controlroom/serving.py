@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import uvicorn
 
 from controlroom.errors import ControlRoomError
 
-__all__ = ["bound_port", "serve_asgi"]
+__all__ = ["bound_port", "free_port", "serve_asgi"]
 
 
 class _Server(uvicorn.Server):
@@ -43,6 +44,14 @@ async def serve_asgi(app: Any, host: str, port: int) -> AsyncIterator[uvicorn.Se
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now, for a server whose URL must be known before it
+    starts (OAuth redirect URIs, the sandbox's Request URL)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def bound_port(server: uvicorn.Server) -> int:

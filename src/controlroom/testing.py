@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 from controlroom.config import Secret, Settings, load_settings
 from controlroom.hub import Hub
-from controlroom.serving import bound_port, serve_asgi
+from controlroom.serving import bound_port, free_port, serve_asgi
 from controlroom.workflow import Workflow
 
 __all__ = ["HubHarness", "running_hub", "sign_slack_request"]
@@ -77,12 +76,6 @@ class HubHarness:
             await asyncio.sleep(0.02)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def running_hub(
     data_dir: Path,
@@ -105,7 +98,7 @@ async def running_hub(
 
     sb = Sandbox(sandbox_config or SandboxConfig(socket_mode=socket_mode))
     async with serve_sandbox(sb, host="127.0.0.1", port=0) as running:
-        port = _free_port()
+        port = free_port()
         base: dict[str, Any] = {
             "data_dir": str(data_dir),
             "sandbox.enabled": "off",
