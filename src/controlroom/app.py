@@ -17,8 +17,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controlroom.config import Settings
+from controlroom.edge.http import SlackIntake
 from controlroom.envelope import Envelope
 from controlroom.hub import Hub
 
@@ -46,15 +48,14 @@ class _FastIntake(Starlette):
     error-handling middleware and the router would only add latency. Anything that escapes
     the handler still reaches uvicorn, which logs it and answers 500."""
 
-    _fast: dict[str, Callable[[Request], Awaitable[Response]]]
+    _fast: dict[str, ASGIApp]
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self._fast.get(scope["path"])
-            if endpoint is not None:
+            intake = self._fast.get(scope["path"])
+            if intake is not None:
                 scope["app"] = self
-                response = await endpoint(Request(scope, receive))
-                await response(scope, receive, send)
+                await intake(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -151,7 +152,7 @@ def create_app(
     app._fast = {
         r.path: r.endpoint
         for r in routes
-        if isinstance(r, Route) and r.path.startswith("/slack/") and r.methods == {"POST"}
+        if isinstance(r, Route) and isinstance(r.endpoint, SlackIntake) and r.methods == {"POST"}
     }
     app.state.hub = the_hub
     app.state.edge_metrics = edge_metrics

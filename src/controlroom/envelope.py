@@ -56,13 +56,28 @@ class Envelope:
     id: str = field(default_factory=new_id)
     received_at: float = field(default_factory=time.time)
     retry_num: int = 0
+    #: The body exactly as received, when it was a JSON object: stored as is instead of
+    #: serialising ``body`` again (it parses to the same object). Not part of equality.
+    body_json: str | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=(",", ":"))
+        if self.body_json is None:
+            return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=_COMPACT)
+        text = _json_string
+        return (
+            f'{{"kind":{text(self.kind)},"source":{text(self.source)},'
+            f'"dedupe_key":{text(self.dedupe_key)},"team_id":{text(self.team_id)},'
+            f'"enterprise_id":{text(self.enterprise_id)},"transport":{text(self.transport)},'
+            f'"provider_event":{text(self.provider_event)},"id":{text(self.id)},'
+            f'"received_at":{float(self.received_at)!r},"retry_num":{int(self.retry_num)},'
+            f'"body":{self.body_json}}}'
+        )
 
     @classmethod
     def from_json(cls, data: str | bytes) -> Envelope:
         return cls(**json.loads(data))
 
 
-_FIELDS = tuple(f.name for f in fields(Envelope))
+_FIELDS = tuple(f.name for f in fields(Envelope) if f.name != "body_json")
+_COMPACT = (",", ":")
+_json_string = json.encoder.encode_basestring_ascii

@@ -604,3 +604,54 @@ async def test_github_ping_is_accepted_as_a_ping_event(edge: Edge) -> None:
     assert (await edge.client.post("/hooks/gh", content=body, headers=headers)).status_code == 202
     [env] = await edge.envelopes()
     assert (env.provider_event, env.dedupe_key) == ("ping", "hook:gh:ping-1")
+
+
+async def test_a_body_sent_in_several_chunks_is_joined_before_it_is_verified(edge: Edge) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(MENTION), 97):
+            yield MENTION[start : start + 97]
+
+    response = await edge.client.post(
+        "/slack/events", content=chunks(), headers=slack_headers(MENTION)
+    )
+    assert response.status_code == 200
+    [env] = await edge.envelopes()
+    assert env.body == json.loads(MENTION)
+
+
+async def test_a_client_gone_before_its_body_ends_is_refused_and_nothing_is_stored(
+    queue: SqliteQueue, clock: Any
+) -> None:
+    app = Starlette(
+        routes=edge_routes(
+            make_settings(),
+            queue,
+            replay=MemoryReplayCache(),
+            inline=None,
+            metrics=EdgeMetrics(CollectorRegistry()),
+            clock=clock,
+        )
+    )
+    incoming = [
+        {"type": "http.request", "body": MENTION[:50], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/slack/events",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in slack_headers(MENTION).items()],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"client disconnected"
+    assert await queue.list_jobs(limit=10) == []

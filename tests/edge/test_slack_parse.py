@@ -3,6 +3,7 @@ messages, Socket Mode payloads and the shapes we refuse."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from urllib.parse import urlencode
 
@@ -311,3 +312,42 @@ def test_any_socket_payload_parses_or_is_refused_with_a_4xx(
         assert 400 <= exc.status < 500
     else:
         assert isinstance(parsed, (Envelope, SlackControl))
+
+
+def _body_for_round_trip() -> dict[str, object]:
+    body = json.loads(fixture_bytes("slack/events/test_message.message_body.json"))
+    body["event"]["text"] = 'quotes " and \\ backslashes, émoji 🚨 and a tab\t'
+    return body
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda text: text.encode("utf-8"), id="utf-8"),
+        pytest.param(lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"), id="utf-8 with BOM"),
+        pytest.param(lambda text: text.encode("utf-16"), id="utf-16"),
+        pytest.param(lambda text: text.encode("utf-32-le"), id="utf-32"),
+    ],
+)
+def test_the_stored_envelope_parses_back_to_the_body_whatever_its_encoding(encode: object) -> None:
+    body = _body_for_round_trip()
+    raw = encode(json.dumps(body, ensure_ascii=False))  # type: ignore[operator]
+    env = parse(raw)
+    assert Envelope.from_json(env.to_json()) == env
+    assert Envelope.from_json(env.to_json()).body == body
+
+
+def test_a_utf8_body_is_stored_verbatim_and_other_encodings_are_serialised_again() -> None:
+    text = json.dumps(_body_for_round_trip(), ensure_ascii=False, indent=1)
+    assert text in parse(text.encode("utf-8")).to_json()
+    assert parse(b"\xef\xbb\xbf" + text.encode("utf-8")).body_json is None
+    assert parse(text.encode("utf-16")).body_json is None
+
+
+def test_an_envelope_with_its_raw_body_serialises_every_field_like_one_without() -> None:
+    """Guards the hand-built JSON in ``Envelope.to_json``: a field added to the envelope
+    must appear in both forms."""
+    env = parse(json.dumps(_body_for_round_trip()).encode("utf-8"), retry_num=2)
+    assert env.body_json is not None
+    without = dataclasses.replace(env, body_json=None)
+    assert json.loads(env.to_json()) == json.loads(without.to_json())

@@ -162,16 +162,18 @@ class SlackVerifier:
         replay: ReplayCache,
     ) -> None:
         self._secrets = _clean_secrets(secrets)
+        # HMAC objects with the key already absorbed: each request copies one.
+        self._keyed = [hmac.new(s.encode("utf-8"), digestmod=hashlib.sha256) for s in self._secrets]
         self._clock = clock
         self.window = window
         self._replay = replay
 
     async def verify(self, headers: Mapping[str, str], raw_body: bytes) -> None:
         """Return if the request is Slack's and fresh; raise ``EdgeRejection`` if not."""
-        signature = get_header(headers, "X-Slack-Signature")
+        signature = get_header(headers, "x-slack-signature")
         if not signature:
             raise EdgeRejection("missing X-Slack-Signature header", 401, "missing_signature")
-        ts_header = get_header(headers, "X-Slack-Request-Timestamp")
+        ts_header = get_header(headers, "x-slack-request-timestamp")
         if not ts_header:
             raise EdgeRejection(
                 "missing X-Slack-Request-Timestamp header", 401, "missing_timestamp"
@@ -183,8 +185,12 @@ class SlackVerifier:
         if match is None:
             raise EdgeRejection("malformed X-Slack-Signature header", 401, "bad_signature")
         given = match.group(1).lower()
-        base = b"v0:" + str(ts).encode("ascii") + b":" + raw_body
-        expected = [_hmac_hex(secret, base) for secret in self._secrets]
+        expected = []
+        for keyed in self._keyed:
+            mac = keyed.copy()
+            mac.update(b"v0:%d:" % ts)
+            mac.update(raw_body)
+            expected.append(mac.hexdigest())
         if not _matches(expected, given):
             raise EdgeRejection("signature mismatch", 401, "bad_signature")
         fresh = await self._replay.claim("slack:" + given, expires_at=ts + self.window + 1, now=now)
@@ -248,6 +254,8 @@ class SignedHookVerifier:
         namespace: str = "hook",
     ) -> None:
         self._secrets = _clean_secrets(secrets)
+        # HMAC objects with the key already absorbed: each request copies one.
+        self._keyed = [hmac.new(s.encode("utf-8"), digestmod=hashlib.sha256) for s in self._secrets]
         self._clock = clock
         self.window = window
         self._replay = replay

@@ -194,6 +194,18 @@ def decode_form(raw: bytes) -> dict[str, str]:
     return form
 
 
+def _utf8_text(raw: bytes) -> str | None:
+    """``raw`` as text when it can be stored verbatim inside the envelope's JSON: strict
+    UTF-8 without a byte-order mark. Anything else the parser accepted (a BOM, UTF-16 or
+    UTF-32, escaped surrogates) is serialised again from the parsed body instead."""
+    if raw[:3] == b"\xef\xbb\xbf":
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -201,7 +213,9 @@ def _media_type(content_type: str) -> str:
 # -- building envelopes -----------------------------------------------------------------
 
 
-def _event_envelope(body: dict[str, Any], transport: str, retry_num: int, now: float) -> Envelope:
+def _event_envelope(
+    body: dict[str, Any], transport: str, retry_num: int, now: float, raw: str | None = None
+) -> Envelope:
     model = _validate(_EventCallback, body, "event_callback")
     enterprise = model.enterprise_id or model.context_enterprise_id or ""
     team = model.team_id or model.context_team_id or ""
@@ -220,6 +234,7 @@ def _event_envelope(body: dict[str, Any], transport: str, retry_num: int, now: f
         provider_event=model.event.type,
         received_at=now,
         retry_num=retry_num,
+        body_json=raw,
     )
 
 
@@ -271,11 +286,11 @@ def _command_envelope(form: dict[str, Any], transport: str, retry_num: int, now:
 
 
 def _json_body(
-    body: dict[str, Any], transport: str, retry_num: int, now: float
+    body: dict[str, Any], transport: str, retry_num: int, now: float, raw: str | None = None
 ) -> Envelope | SlackControl:
     outer = body.get("type")
     if outer == "event_callback":
-        return _event_envelope(body, transport, retry_num, now)
+        return _event_envelope(body, transport, retry_num, now, raw)
     if outer == "url_verification":
         challenge = _validate(_UrlVerification, body, "url_verification").challenge
         return SlackControl("url_verification", challenge)
@@ -302,7 +317,8 @@ def parse_slack_body(
     media = _media_type(content_type)
     now = clock()
     if media == "application/json":
-        return _json_body(decode_json_object(raw), transport, retry_num, now)
+        body = decode_json_object(raw)
+        return _json_body(body, transport, retry_num, now, _utf8_text(raw))
     if media == "application/x-www-form-urlencoded":
         form = decode_form(raw)
         if "payload" in form:

@@ -1,6 +1,8 @@
 """The single SQLite writer: one thread, one connection, group commit.
 
-Producers hand the writer a function of the connection; the writer drains every pending
+Producers hand the writer a function of the connection. Requests made during one pass
+of an event loop are handed over together, at the end of that pass, so a burst of
+requests costs one cross-thread wake-up, not one each. The writer drains every pending
 request, runs them in ONE transaction (each inside its own savepoint, so one failing
 request does not undo its neighbours), commits once and only then resolves the futures.
 A caller awaiting its future therefore knows its write is committed.
@@ -87,7 +89,10 @@ class SqliteWriter:
     def __init__(self, path: str, *, synchronous: Synchronous = "FULL") -> None:
         self._path = path
         self._synchronous: Synchronous = synchronous
-        self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[list[_Request] | object] = queue.SimpleQueue()
+        # Requests of the current loop pass, by loop, not yet handed to the thread.
+        self._staged: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+        self._handover = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -104,24 +109,52 @@ class SqliteWriter:
             raise QueueError(f"cannot open {self._path}: {self._start_error}")
 
     def stop(self) -> None:
-        """Process every request already submitted, then close the connection."""
+        """Process every request already handed over, then close the connection. A
+        request staged but not yet handed over fails with ``QueueError``."""
         if self._thread is None or self._closed:
             return
         self._closed = True
         self._requests.put(_STOP)
         self._thread.join()
+        with self._handover:
+            left: list[_Request] = []
+            while True:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, list):
+                    left.extend(item)
+        _deliver([(r, False, QueueError("the queue was closed")) for r in left])
 
     async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self._thread is None:
             raise QueueError("the queue is not open")
         loop = asyncio.get_running_loop()
         request = _Request(fn, loop, loop.create_future())
-        self._requests.put(request)
+        staged = self._staged.get(loop)
+        if staged is None:
+            staged = self._staged[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        staged.append(request)
+        # If the caller is cancelled while it waits, the write still happens (the writer
+        # runs every request it was handed); only the answer is dropped.
         try:
-            result: T = await asyncio.shield(request.future)
+            result: T = await request.future
         except sqlite3.Error as exc:
             raise QueueError(f"the queue store at {self._path} failed: {exc}") from exc
         return result
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Runs on ``loop`` at the end of its pass: give the thread what was staged."""
+        staged = self._staged.pop(loop, None)
+        if not staged:
+            return
+        with self._handover:
+            if not self._closed or (self._thread is not None and self._thread.is_alive()):
+                self._requests.put(staged)
+                return
+        _deliver([(r, False, QueueError("the queue is not open")) for r in staged])
 
     # -- the writer thread --------------------------------------------------------
     def _run(self) -> None:
@@ -140,8 +173,8 @@ class SqliteWriter:
                 if first is _STOP:
                     stopping = True
                 else:
-                    assert isinstance(first, _Request)
-                    batch.append(first)
+                    assert isinstance(first, list)
+                    batch.extend(first)
                 while len(batch) < _MAX_BATCH:
                     try:
                         item = self._requests.get_nowait()
@@ -150,8 +183,8 @@ class SqliteWriter:
                     if item is _STOP:
                         stopping = True
                         continue
-                    assert isinstance(item, _Request)
-                    batch.append(item)
+                    assert isinstance(item, list)
+                    batch.extend(item)
                 if batch:
                     self._execute(conn, batch)
         finally:
