@@ -403,6 +403,49 @@ def jobs_retry_all(config: ConfigOpt = None) -> None:
     _with_queue(config, go)
 
 
+@jobs_app.command("purge")
+def jobs_purge(
+    config: ConfigOpt = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(help="age, e.g. 7d or 36h (default: queue.inbox_retention; at least 1d)"),
+    ] = None,
+) -> None:
+    """Delete envelopes and finished jobs older than the retention, as the hub does hourly.
+    Envelopes of queued, running and dead-lettered jobs stay; a purged envelope's
+    dedupe_key is accepted again if its source redelivers it."""
+    from controlroom.config import parse_duration
+
+    settings = _settings(config)
+    q = settings.queue
+    try:
+        age = q.inbox_retention if older_than is None else parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+    if age < 86400:
+        raise typer.BadParameter(
+            "must be at least 1d: Slack retries an event for up to about an hour and delayed "
+            "delivery over hours; a purged envelope would let such a retry run again",
+            param_hint="--older-than",
+        )
+
+    async def go(queue: Any) -> None:
+        envelopes = await queue.purge_inbox(age, batch=q.inbox_purge_batch)
+        jobs = await queue.purge_jobs(age, batch=q.inbox_purge_batch)
+        console.print(
+            f"purged {envelopes} envelope(s) and {jobs} finished job(s) older than {_age(age)}"
+        )
+
+    _with_queue(config, go)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 slack_app = typer.Typer(help="Slack outbound: the rate gate's state.", no_args_is_help=True)
 app.add_typer(slack_app, name="slack")
 

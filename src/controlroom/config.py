@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from controlroom.errors import ConfigError, SecretError
 
 __all__ = [
+    "DatabaseSettings",
     "HookSource",
     "QueueSettings",
     "SandboxSettings",
@@ -28,6 +29,7 @@ __all__ = [
     "Settings",
     "SlackSettings",
     "load_settings",
+    "parse_duration",
     "register_secret_scheme",
     "resolve_secret",
 ]
@@ -144,12 +146,98 @@ class SlackSettings(_Model):
         return self.signing_secret is not None or self.app_token is not None
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DAY = 86400.0
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in ``30s``, ``5m``, ``2h``, ``7d``, ``1w`` or a plain number of seconds.
+    Raises ``ValueError`` naming the accepted forms."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or 30s, 5m, 2h, 7d, 1w")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(value)
+        if m is None:
+            raise ValueError(f"{value!r} is not a duration (30s, 5m, 2h, 7d, 1w, or seconds)")
+        seconds = float(m.group(1)) * _DURATION_UNIT[m.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
 class QueueSettings(_Model):
     workers: int = Field(default=8, ge=1, le=256)
     max_attempts: int = Field(default=5, ge=1, le=100)
     backoff_base: float = Field(default=1.0, gt=0)
     backoff_cap: float = Field(default=300.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
+    inbox_retention: float = Field(
+        default=7 * _DAY,
+        description=(
+            "How long accepted envelopes (and finished jobs) are kept, as seconds or "
+            "30s/5m/2h/7d/1w; at least 1d. De-duplication lasts exactly this long: an "
+            "envelope purged from the inbox no longer stops a redelivery with the same "
+            "dedupe_key. Slack retries an event for up to about an hour and delayed event "
+            "delivery can retry over hours, hence the one-day floor. Envelopes a queued, "
+            "running, retrying or dead-lettered job still refers to are never purged."
+        ),
+    )
+    inbox_purge_batch: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Rows deleted per transaction by the hourly purge (keeps writes short).",
+    )
+
+    @field_validator("inbox_retention", mode="before")
+    @classmethod
+    def _retention_duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str | int | float) else v
+
+    @field_validator("inbox_retention")
+    @classmethod
+    def _retention_floor(cls, v: float) -> float:
+        if v < _DAY:
+            raise ValueError(
+                "must be at least 1d: Slack retries an event for up to about an hour and "
+                "delayed event delivery can retry over hours; a shorter retention would "
+                "run such retries again"
+            )
+        return v
+
+
+class DatabaseSettings(_Model):
+    """Connection pools per process on PostgreSQL (SQLite opens connections as needed).
+    A process holds at most ``pool_size + max_overflow`` store connections plus
+    ``queue_pool_max`` queue connections (plus the rate gate's 4 and, in a worker, one
+    LISTEN connection)."""
+
+    pool_size: int = Field(
+        default=3, ge=1, le=100, description="SQLAlchemy connections kept open per process."
+    )
+    max_overflow: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="SQLAlchemy connections opened beyond pool_size in bursts, then closed.",
+    )
+    queue_pool_min: int = Field(
+        default=1, ge=1, le=100, description="Queue (psycopg) connections kept open."
+    )
+    queue_pool_max: int = Field(
+        default=4, ge=1, le=100, description="Queue (psycopg) connections at most."
+    )
+
+    @field_validator("queue_pool_max")
+    @classmethod
+    def _queue_pool_order(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("queue_pool_min")
+        if isinstance(low, int) and low > v:
+            raise ValueError(f"must be at least queue_pool_min ({low})")
+        return v
 
 
 class SandboxSettings(_Model):
@@ -176,6 +264,7 @@ class Settings(_Model):
     server: ServerSettings = ServerSettings()
     slack: SlackSettings = SlackSettings()
     queue: QueueSettings = QueueSettings()
+    database: DatabaseSettings = DatabaseSettings()
     sandbox: SandboxSettings = SandboxSettings()
     hooks: dict[str, HookSource] = {}
     workflows: dict[str, dict[str, Any]] = {}

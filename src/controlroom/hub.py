@@ -5,7 +5,10 @@ build one; the web edge uses its intake side, workers its execution side.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -30,6 +33,7 @@ __all__ = ["Hub"]
 
 log = structlog.get_logger("controlroom.hub")
 SlackFactory = Callable[[str], Any]
+PURGE_EVERY = 3600.0  # seconds between two purges of the inbox and finished jobs
 
 
 def _lifecycle_event(envelope: Envelope) -> str:
@@ -105,13 +109,21 @@ class Hub:
         self.settings = settings
         self.clock = clock
         url = settings.effective_database_url
-        self.db = db or Database(url)
+        pools = settings.database
+        self.db = db or Database(url, pool_size=pools.pool_size, max_overflow=pools.max_overflow)
         q = settings.queue
+        pool_options: dict[str, Any] = (
+            {"pool_min_size": pools.queue_pool_min, "pool_size": pools.queue_pool_max}
+            if settings.is_distributed
+            else {}
+        )
         self.queue = queue or open_queue(
             url,
             default_max_attempts=q.max_attempts,
             lease_seconds=q.lease_seconds,
             backoff=Backoff(base=q.backoff_base, cap=q.backoff_cap),
+            retention_seconds=q.inbox_retention,
+            **pool_options,
         )
         wfs = (
             list(workflows) if workflows is not None else load_workflows(settings.enabled_workflows)
@@ -130,6 +142,13 @@ class Hub:
             ["handler"],
             registry=self.metrics,
         )
+        self._purged = Counter(
+            "controlroom_queue_purged",
+            "Rows deleted by the queue's retention purge, by table",
+            ["table"],
+            registry=self.metrics,
+        )
+        self._purger: asyncio.Task[None] | None = None
         self._slack_factory = slack_factory
         self._slack_clients: dict[str, Any] = {}
         from controlroom.slack import SlackMetrics, SlackOutbound
@@ -186,7 +205,7 @@ class Hub:
         from controlroom.store.schema import load_all_tables
 
         load_all_tables()
-        await self.db.run(self.db.create_all_on)
+        await self.db.migrate()
         await self.queue.open()
         await self.outbound.start()
         self.queue.register("dispatch", self.run_dispatch)
@@ -207,13 +226,44 @@ class Hub:
         for wf in self.registry.workflows.values():
             for fn in wf.on_start:
                 await fn(self)
+        self._purger = asyncio.create_task(self._purge_periodically())
 
     async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
         await self.queue.close()
         await self.http.aclose()
         await self.outbound.aclose()
         await self.gate.aclose()
         self.db.dispose()
+
+    # -- retention --------------------------------------------------------------
+    async def purge_queue(self, older_than: float | None = None) -> tuple[int, int]:
+        """Delete envelopes and finished jobs older than ``older_than`` seconds (default
+        ``queue.inbox_retention``); envelopes of live and dead-lettered jobs stay.
+        Return (envelopes, jobs) deleted; both are logged and counted in /metrics."""
+        q = self.settings.queue
+        age = q.inbox_retention if older_than is None else older_than
+        envelopes = await self.queue.purge_inbox(age, batch=q.inbox_purge_batch)
+        jobs = await self.queue.purge_jobs(age, batch=q.inbox_purge_batch)
+        self._purged.labels("inbox").inc(envelopes)
+        self._purged.labels("jobs").inc(jobs)
+        log.info("queue_purged", envelopes=envelopes, jobs=jobs, older_than_seconds=age)
+        return envelopes, jobs
+
+    async def _purge_periodically(self) -> None:
+        """Purge a few minutes after start (spread across replicas), then hourly. Every
+        process may purge: the deletes are idempotent and batched."""
+        await asyncio.sleep(random.uniform(60.0, 600.0))
+        while True:
+            try:
+                await self.purge_queue()
+            except Exception as exc:
+                log.warning("queue_purge_failed", error=repr(exc))
+            await asyncio.sleep(PURGE_EVERY)
 
     # -- services ---------------------------------------------------------------
     def slack_for(self, team_id: str, token: str | None = None) -> Any:

@@ -36,10 +36,10 @@ def test_register_adds_manifest_secrets_audit_and_installs(
             assert sub in sub_help.stdout
 
 
-def test_register_adds_exactly_the_four_operator_entries() -> None:
+def test_register_adds_exactly_the_five_operator_entries() -> None:
     fresh = typer.Typer()
     register(fresh)
-    assert _names(fresh) == {"manifest", "secrets", "audit", "installs"}
+    assert _names(fresh) == {"manifest", "secrets", "audit", "installs", "db"}
 
 
 def test_the_main_cli_has_no_other_command_under_these_names() -> None:

@@ -12,6 +12,7 @@ import pytest
 from controlroom.envelope import Envelope
 from controlroom.errors import QueueError
 from controlroom.queue import SqliteQueue, open_queue, sqlite_path
+from controlroom.queue._writer import SqliteWriter
 from controlroom.queue.base import JobInfo, JobQueue, PeriodicSpec
 from tests.queue.conftest import FakeClock
 
@@ -244,3 +245,20 @@ async def test_accept_stores_nothing_when_the_dispatch_job_cannot_be_stored(
         assert await q.get_envelope(env.id) is None
         other = await q.enqueue("still-works", {})  # one failed request spoils no batch
         assert other is not None
+
+
+async def test_writes_made_in_one_loop_pass_reach_the_writer_as_one_batch(tmp_path: Path) -> None:
+    async with SqliteQueue(tmp_path / "q.db") as q:
+        before = q._writer.batches
+        await asyncio.gather(*(q.accept(envelope(n)) for n in range(50)))
+        assert q._writer.batches == before + 1
+
+
+async def test_a_write_staged_as_the_writer_stops_fails_instead_of_hanging(tmp_path: Path) -> None:
+    writer = SqliteWriter(str(tmp_path / "w.db"))
+    writer.start()
+    pending = asyncio.create_task(writer.submit(lambda conn: 1))
+    await asyncio.sleep(0)  # the write is staged; it is handed over on the next pass
+    writer.stop()
+    with pytest.raises(QueueError, match="not open"):
+        await asyncio.wait_for(pending, 5)

@@ -121,7 +121,7 @@ async def open_db(settings: Settings, *, must_exist: bool = True) -> AsyncIterat
     load_all_tables()
     db = Database(url)
     try:
-        await db.run(db.create_all_on)
+        await db.migrate()
         yield db
     finally:
         db.dispose()

@@ -1,10 +1,18 @@
-"""Our tables beside procrastinate's, and how its statuses map to ours."""
+"""Our tables beside procrastinate's, how its statuses map to ours, and the purges."""
 
 from __future__ import annotations
 
-from controlroom.queue.base import JobStatus
+from controlroom.queue.base import FINISHED_STATUSES, JobStatus
 
-__all__ = ["FROM_STATUS", "SCHEMA", "SELECT_JOBS", "TO_STATUS"]
+__all__ = [
+    "FINISHED",
+    "FROM_STATUS",
+    "PURGE_INBOX",
+    "PURGE_JOBS",
+    "SCHEMA",
+    "SELECT_JOBS",
+    "TO_STATUS",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cr_queue_inbox (
@@ -24,6 +32,38 @@ CREATE TABLE IF NOT EXISTS cr_queue_jobs (
     created_at double precision NOT NULL,
     updated_at double precision NOT NULL
 );
+CREATE INDEX IF NOT EXISTS cr_queue_inbox_received ON cr_queue_inbox (received_at);
+CREATE INDEX IF NOT EXISTS cr_queue_jobs_envelope ON cr_queue_jobs (envelope_id)
+    WHERE envelope_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cr_queue_jobs_updated ON cr_queue_jobs (updated_at);
+"""
+
+# One batch of the inbox purge: the oldest envelopes before the cut-off that no live job
+# names. SKIP LOCKED lets several purging processes share the work.
+PURGE_INBOX = """
+WITH doomed AS (
+    SELECT i.id FROM cr_queue_inbox AS i
+    WHERE i.received_at < %(cutoff)s
+      AND NOT EXISTS (
+        SELECT 1 FROM cr_queue_jobs AS m JOIN procrastinate_jobs AS j ON j.id = m.job_id
+        WHERE m.envelope_id = i.id AND NOT (j.status::text = ANY(%(finished)s)))
+    ORDER BY i.received_at
+    LIMIT %(batch)s
+    FOR UPDATE OF i SKIP LOCKED
+)
+DELETE FROM cr_queue_inbox AS i USING doomed WHERE i.id = doomed.id
+"""
+
+# One batch of the job purge (our metadata row goes with it: ON DELETE CASCADE).
+PURGE_JOBS = """
+WITH doomed AS (
+    SELECT j.id FROM cr_queue_jobs AS m JOIN procrastinate_jobs AS j ON j.id = m.job_id
+    WHERE m.updated_at < %(cutoff)s AND j.status::text = ANY(%(finished)s)
+    ORDER BY m.updated_at
+    LIMIT %(batch)s
+    FOR UPDATE OF j SKIP LOCKED
+)
+DELETE FROM procrastinate_jobs AS j USING doomed WHERE j.id = doomed.id
 """
 
 SELECT_JOBS = """
@@ -52,3 +92,7 @@ FROM_STATUS: dict[str, list[str]] = {
     "dead": ["failed"],
     "cancelled": ["cancelled", "aborted"],
 }
+
+# procrastinate's statuses of jobs that never run again ("failed" is our dead letter,
+# which can be retried, so it is not one of them).
+FINISHED = sorted(k for k, v in TO_STATUS.items() if v in FINISHED_STATUSES)

@@ -14,7 +14,13 @@ Vocabulary:
   ``PermanentError`` dead-letters at once, ``RetryLater`` re-schedules without spending
   an attempt, any other exception retries with capped exponential backoff and full jitter
   until ``max_attempts``, then dead-letters with the error;
-- a *periodic* job fires once per cron tick across all workers and restarts.
+- a *periodic* job fires once per cron tick across all workers and restarts;
+- *retention*: ``purge_inbox`` deletes envelopes older than the retention once every job
+  naming them has finished (succeeded or cancelled), and ``purge_jobs`` deletes such
+  finished jobs. De-duplication therefore lasts as long as the retention: after its
+  envelope is purged, a redelivery with the same ``dedupe_key`` is accepted again.
+  Envelopes of queued, running, retrying and dead-lettered jobs are kept, so a dead
+  letter stays replayable.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from controlroom.envelope import Envelope
 
 __all__ = [
+    "FINISHED_STATUSES",
     "AcceptResult",
     "Backoff",
     "JobInfo",
@@ -37,6 +44,8 @@ __all__ = [
 ]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancelled"]
+#: Jobs in these statuses never run again (a dead letter can be retried, so is not one).
+FINISHED_STATUSES: tuple[JobStatus, ...] = ("succeeded", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,17 @@ class JobQueue(Protocol):
 
     async def cancel_jobs(self, *, where_args: Mapping[str, Any], reason: str) -> int:
         """Cancel queued jobs whose args contain ``where_args`` (e.g. a revoked team)."""
+
+    async def purge_inbox(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete the envelopes received more than ``older_than`` seconds ago whose jobs
+        have all finished (succeeded or cancelled), or that have none; return how many.
+        An envelope a queued, running, retrying or dead-lettered job names is kept.
+        Deletes ``batch`` rows per transaction so other writes are not held up."""
+
+    async def purge_jobs(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete succeeded and cancelled jobs last updated more than ``older_than``
+        seconds ago, ``batch`` rows per transaction; return how many. Dead letters and
+        live jobs are kept."""
 
     async def counts(self) -> dict[str, int]:
         """Job counts by status, for /metrics and /readyz."""

@@ -5,7 +5,8 @@ procrastinate is the job engine: its table and SQL functions store, fetch (with
 cancel jobs; its periodic-defer function de-duplicates ticks across workers; its worker
 heartbeats and stalled-job query drive crash recovery. Around it we keep:
 
-- ``cr_queue_inbox``: envelopes, ``dedupe_key`` UNIQUE, so de-duplication is permanent.
+- ``cr_queue_inbox``: envelopes, ``dedupe_key`` UNIQUE, so de-duplication lasts until
+  ``purge_inbox`` removes the envelope (after the retention, once its jobs finished).
   ``accept`` inserts the envelope and defers the ``dispatch`` job through the SAME
   connection and transaction (procrastinate's ``defer_job_async(connection=...)``), so
   both commit or neither does;
@@ -53,7 +54,15 @@ from controlroom.queue._common import (
     latest_tick,
     next_tick,
 )
-from controlroom.queue._pg_sql import FROM_STATUS, SCHEMA, SELECT_JOBS, TO_STATUS
+from controlroom.queue._pg_sql import (
+    FINISHED,
+    FROM_STATUS,
+    PURGE_INBOX,
+    PURGE_JOBS,
+    SCHEMA,
+    SELECT_JOBS,
+    TO_STATUS,
+)
 from controlroom.queue._worker import run_worker_loop
 from controlroom.queue.base import (
     AcceptResult,
@@ -101,12 +110,17 @@ class PostgresQueue:
         retention_seconds: float = 7 * 86400.0,
         periodic_max_lateness: float = 600.0,
         pool_size: int = 10,
+        pool_min_size: int = 1,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if default_max_attempts < 1:
             raise QueueError("default_max_attempts must be at least 1")
         if lease_seconds <= 0:
             raise QueueError("lease_seconds must be positive")
+        if not 1 <= pool_min_size <= pool_size:
+            raise QueueError(
+                f"the queue pool needs 1 <= min size ({pool_min_size}) <= max size ({pool_size})"
+            )
         self.url = url
         self.backoff = backoff
         self.default_max_attempts = default_max_attempts
@@ -117,7 +131,7 @@ class PostgresQueue:
         self._clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._connector = PsycopgConnector(conninfo=url, min_size=1, max_size=pool_size)
+        self._connector = PsycopgConnector(conninfo=url, min_size=pool_min_size, max_size=pool_size)
         self._jobs = JobManager(self._connector)
         self._tasks: dict[str, TaskFn] = {}
         self._periodics: dict[str, PeriodicSpec] = {}
@@ -600,6 +614,31 @@ class PostgresQueue:
             include_cancelled=True,
             include_aborted=True,
         )
+
+    async def _purge_batches(self, query: str, older_than: float, batch: int) -> int:
+        """Run one purge ``query`` batch by batch, each in its own transaction."""
+        if older_than < 0:
+            raise QueueError("older_than must not be negative")
+        if batch < 1:
+            raise QueueError("a purge batch must be at least 1 row")
+        params = {"cutoff": self._clock() - older_than, "batch": batch, "finished": FINISHED}
+        purged = 0
+        while True:
+            async with self._tx() as conn:
+                cur = await conn.execute(query, params)
+                deleted = max(0, cur.rowcount)
+            purged += deleted
+            if deleted < batch:
+                return purged
+
+    async def purge_inbox(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete old envelopes no live job names (see ``JobQueue.purge_inbox``)."""
+        return await self._purge_batches(PURGE_INBOX, older_than, batch)
+
+    async def purge_jobs(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete finished jobs last updated before the cut-off (by our clock, which
+        ``cr_queue_jobs.updated_at`` records), ``batch`` per transaction."""
+        return await self._purge_batches(PURGE_JOBS, older_than, batch)
 
     async def _maintain(self) -> None:
         now = self._clock()

@@ -32,6 +32,7 @@ from controlroom.queue._common import (
 from controlroom.queue._worker import run_worker_loop
 from controlroom.queue._writer import SqliteWriter, Synchronous, connect
 from controlroom.queue.base import (
+    FINISHED_STATUSES,
     AcceptResult,
     Backoff,
     JobInfo,
@@ -232,7 +233,7 @@ class SqliteQueue:
     async def accept(self, envelope: Envelope, *, dispatch: bool = True) -> AcceptResult:
         data = envelope.to_json()
         now = self._clock()
-        job_id = new_id()
+        job_id = new_id() if dispatch else ""
         max_attempts = self.default_max_attempts
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
@@ -560,6 +561,72 @@ class SqliteQueue:
         result: int = await self._writer.submit(op)
         return result
 
+    async def purge_inbox(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete old envelopes no live job names (see ``JobQueue.purge_inbox``).
+
+        The inbox has no index on ``received_at``, so the candidates are found by a
+        reader, walking the table in rowid order (WAL readers never block the writer);
+        each batch is then deleted through the writer, which checks again that the
+        envelope is old and that no queued, running or dead job names it."""
+        _check_purge(older_than, batch)
+        cutoff = self._clock() - older_than
+        live = [s for s in ALL_STATUSES if s not in FINISHED_STATUSES]
+        live_marks = ", ".join("?" for _ in live)
+        after = 0
+        purged = 0
+        while True:
+
+            def find(conn: sqlite3.Connection, after: int = after) -> list[sqlite3.Row]:
+                return conn.execute(
+                    "SELECT rowid AS rn, id FROM queue_inbox WHERE rowid > ? AND received_at < ?"
+                    " ORDER BY rowid LIMIT ?",
+                    (after, cutoff, batch),
+                ).fetchall()
+
+            rows: list[sqlite3.Row] = await self._read(find)
+            if not rows:
+                break
+            after = rows[-1]["rn"]
+            ids = [row["id"] for row in rows]
+            marks = ", ".join("?" for _ in ids)
+            # The statuses are listed (not negated) so the lookup uses queue_jobs_due.
+            sql = (
+                f"DELETE FROM queue_inbox WHERE id IN ({marks}) AND received_at < ?"  # noqa: S608 - placeholders only
+                " AND id NOT IN (SELECT envelope_id FROM queue_jobs"
+                f" WHERE status IN ({live_marks}) AND envelope_id IS NOT NULL)"
+            )
+
+            def delete(conn: sqlite3.Connection, sql: str = sql, ids: list[str] = ids) -> int:
+                return conn.execute(sql, (*ids, cutoff, *live)).rowcount
+
+            deleted: int = await self._writer.submit(delete)
+            purged += deleted
+            if len(rows) < batch:
+                break
+        return purged
+
+    async def purge_jobs(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete finished jobs last updated before the cut-off, ``batch`` per write
+        (the lookup uses the ``(status, updated_at)`` index)."""
+        _check_purge(older_than, batch)
+        cutoff = self._clock() - older_than
+        finished = list(FINISHED_STATUSES)
+        marks = ", ".join("?" for _ in finished)
+        sql = (
+            "DELETE FROM queue_jobs WHERE seq IN (SELECT seq FROM queue_jobs"  # noqa: S608 - placeholders only
+            f" WHERE status IN ({marks}) AND updated_at < ? LIMIT ?)"
+        )
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, (*finished, cutoff, batch)).rowcount
+
+        purged = 0
+        while True:
+            deleted: int = await self._writer.submit(delete)
+            purged += deleted
+            if deleted < batch:
+                return purged
+
     async def _maintain(self) -> None:
         now = self._clock()
         if self._periodics and now >= self._periodic_due:
@@ -696,6 +763,13 @@ class SqliteQueue:
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1 FROM queue_jobs LIMIT 1").fetchall())
+
+
+def _check_purge(older_than: float, batch: int) -> None:
+    if older_than < 0:
+        raise QueueError("older_than must not be negative")
+    if batch < 1:
+        raise QueueError("a purge batch must be at least 1 row")
 
 
 def _extend_lease(

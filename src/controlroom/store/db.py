@@ -1,9 +1,11 @@
 """The relational store for workflow state, installations, audit and ledgers.
 
 One SQLAlchemy ``MetaData`` for the whole project: each feature declares its tables on
-``metadata`` in its own module. The same schema runs on SQLite (the embedded default,
-WAL mode) and PostgreSQL. Calls are synchronous SQLAlchemy run in a worker thread, so
-async code awaits ``db.run(fn)`` and never blocks the event loop.
+``metadata`` in its own module, and the Alembic revisions in
+``controlroom.store.migrations`` create them (``db.migrate()`` at start). The same schema
+runs on SQLite (the embedded default, WAL mode) and PostgreSQL. Calls are synchronous
+SQLAlchemy run in a worker thread, so async code awaits ``db.run(fn)`` and never blocks
+the event loop.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from controlroom.store.migrations import UpgradeResult
 
 __all__ = ["Database", "metadata", "sqlalchemy_url"]
 
@@ -35,7 +40,9 @@ def sqlalchemy_url(url: str) -> str:
 class Database:
     """A pooled engine on the configured URL, with an async ``run`` for blocking work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+        """``pool_size``/``max_overflow`` size the PostgreSQL pool (the hub passes the
+        ``[database]`` settings); SQLite opens a connection per use."""
         self.url = url
         sa_url = sqlalchemy_url(url)
         self.is_sqlite = sa_url.startswith("sqlite")
@@ -48,18 +55,25 @@ class Database:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(sa_url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+            self.engine = create_engine(
+                sa_url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            )
+
+    async def migrate(self) -> UpgradeResult:
+        """Bring the schema to the newest revision (safe when several processes start at
+        once; adopts a database made by ``create_all``). See
+        :mod:`controlroom.store.migrations`."""
+        return await asyncio.to_thread(self.migrate_sync)
+
+    def migrate_sync(self) -> UpgradeResult:
+        from controlroom.store.migrations import upgrade
+
+        return upgrade(self)
 
     def create_all(self) -> None:
+        """Create the models' missing tables directly, without migrations: a shortcut
+        for tests that need a few tables. Processes call :meth:`migrate`."""
         metadata.create_all(self.engine)
-
-    @staticmethod
-    def create_all_on(conn: Connection) -> None:
-        """Create missing tables inside the caller's transaction. On PostgreSQL an
-        advisory lock makes concurrent starters (several replicas) take turns."""
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243001)")
-        metadata.create_all(conn)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` inside one transaction in a thread; commit on success."""
