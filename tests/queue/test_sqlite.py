@@ -262,3 +262,29 @@ async def test_a_write_staged_as_the_writer_stops_fails_instead_of_hanging(tmp_p
     writer.stop()
     with pytest.raises(QueueError, match="not open"):
         await asyncio.wait_for(pending, 5)
+
+
+async def test_the_inbox_purge_walks_from_the_oldest_and_stops_at_the_first_recent_one(
+    tmp_path: Path,
+) -> None:
+    """Envelopes are stored in the order received, so the purge reads the old ones and
+    one batch more, not the whole inbox: an old envelope stored after a recent one (it
+    cannot happen in one process) waits for a later purge."""
+    day = 86400.0
+
+    def received(n: int, at: float) -> Envelope:
+        return Envelope(
+            kind="webhook", source="hook:ci", body={}, dedupe_key=f"r{n}", received_at=at
+        )
+
+    clock = FakeClock(100 * day)
+    async with SqliteQueue(tmp_path / "q.db", clock=clock) as q:
+        for n in range(3):
+            await q.accept(received(n, 90 * day), dispatch=False)
+        await q.accept(received(3, 99.9 * day), dispatch=False)
+        await q.accept(received(4, 80 * day), dispatch=False)
+        assert await q.purge_inbox(7 * day, batch=2) == 3
+        kept = await q._read(
+            lambda c: [r[0] for r in c.execute("SELECT dedupe_key FROM queue_inbox")]
+        )
+        assert sorted(kept) == ["r3", "r4"]

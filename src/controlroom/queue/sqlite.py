@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import sqlite3
@@ -564,10 +565,12 @@ class SqliteQueue:
     async def purge_inbox(self, older_than: float, *, batch: int = 500) -> int:
         """Delete old envelopes no live job names (see ``JobQueue.purge_inbox``).
 
-        The inbox has no index on ``received_at``, so the candidates are found by a
-        reader, walking the table in rowid order (WAL readers never block the writer);
-        each batch is then deleted through the writer, which checks again that the
-        envelope is old and that no queued, running or dead job names it."""
+        Envelopes are stored in the order they were received, so a reader walks the
+        inbox in rowid order and stops at the first one inside the retention: a purge
+        reads what it deletes plus one batch, never the whole inbox, and needs no index
+        on ``received_at`` (which every accept would pay for). Each batch is deleted
+        through the writer, which checks again that the envelope is old and that no
+        queued, running or dead job names it."""
         _check_purge(older_than, batch)
         cutoff = self._clock() - older_than
         live = [s for s in ALL_STATUSES if s not in FINISHED_STATUSES]
@@ -578,16 +581,17 @@ class SqliteQueue:
 
             def find(conn: sqlite3.Connection, after: int = after) -> list[sqlite3.Row]:
                 return conn.execute(
-                    "SELECT rowid AS rn, id FROM queue_inbox WHERE rowid > ? AND received_at < ?"
+                    "SELECT rowid AS rn, id, received_at FROM queue_inbox WHERE rowid > ?"
                     " ORDER BY rowid LIMIT ?",
-                    (after, cutoff, batch),
+                    (after, batch),
                 ).fetchall()
 
             rows: list[sqlite3.Row] = await self._read(find)
-            if not rows:
+            old = list(itertools.takewhile(lambda row: row["received_at"] < cutoff, rows))
+            if not old:
                 break
-            after = rows[-1]["rn"]
-            ids = [row["id"] for row in rows]
+            after = old[-1]["rn"]
+            ids = [row["id"] for row in old]
             marks = ", ".join("?" for _ in ids)
             # The statuses are listed (not negated) so the lookup uses queue_jobs_due.
             sql = (
@@ -601,7 +605,7 @@ class SqliteQueue:
 
             deleted: int = await self._writer.submit(delete)
             purged += deleted
-            if len(rows) < batch:
+            if len(old) < len(rows) or len(rows) < batch:
                 break
         return purged
 
