@@ -83,19 +83,23 @@ class Registry:
     def __init__(self, workflows: Iterable[Workflow]) -> None:
         self.workflows: dict[str, Workflow] = {}
         self.handlers: dict[str, Handler] = {}
+        # Routable handlers by the envelope kind they take (schedules and tasks are run
+        # by name, never routed): routing an envelope looks at its kind's handlers only.
+        self._by_kind: dict[str, list[Handler]] = {}
         for wf in workflows:
             if wf.name in self.workflows:
                 raise ValueError(f"workflow {wf.name!r} is enabled twice")
             self.workflows[wf.name] = wf
             for h in wf.handlers:
                 self.handlers[h.qualname] = h
+                if h.route.kind not in ("schedule", "task"):
+                    self._by_kind.setdefault(h.route.kind, []).append(h)
 
     def matches(self, envelope: Envelope, provider: str | None = None) -> list[Handler]:
         return [
             h
-            for h in self.handlers.values()
-            if h.route.kind not in ("schedule", "task")
-            and route_matches(h.route, envelope, provider)
+            for h in self._by_kind.get(envelope.kind, ())
+            if route_matches(h.route, envelope, provider)
         ]
 
     def inline_for(self, envelope: Envelope, provider: str | None = None) -> Handler | None:

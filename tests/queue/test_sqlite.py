@@ -288,3 +288,11 @@ async def test_the_inbox_purge_walks_from_the_oldest_and_stops_at_the_first_rece
             lambda c: [r[0] for r in c.execute("SELECT dedupe_key FROM queue_inbox")]
         )
         assert sorted(kept) == ["r3", "r4"]
+
+
+async def test_the_wal_is_checkpointed_every_4000_pages(tmp_path: Path) -> None:
+    async with SqliteQueue(tmp_path / "q.db") as q:
+        pages = await q._writer.submit(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert pages == 4000

@@ -162,7 +162,7 @@ def _validate(model: type[_M], data: dict[str, Any], what: str) -> _M:
 # -- decoding ---------------------------------------------------------------------------
 
 
-def decode_json_object(raw: bytes, what: str = "body") -> dict[str, Any]:
+def decode_json_object(raw: bytes | str, what: str = "body") -> dict[str, Any]:
     """Parse ``raw`` as a JSON object or raise a 400."""
     try:
         data = json.loads(raw)
@@ -317,8 +317,9 @@ def parse_slack_body(
     media = _media_type(content_type)
     now = clock()
     if media == "application/json":
-        body = decode_json_object(raw)
-        return _json_body(body, transport, retry_num, now, _utf8_text(raw))
+        text = _utf8_text(raw)
+        body = decode_json_object(raw if text is None else text)
+        return _json_body(body, transport, retry_num, now, text)
     if media == "application/x-www-form-urlencoded":
         form = decode_form(raw)
         if "payload" in form:

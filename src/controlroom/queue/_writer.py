@@ -31,6 +31,7 @@ T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
 _STOP = object()
 _MAX_BATCH = 512
+WAL_AUTOCHECKPOINT_PAGES = 4000
 
 
 def connect(path: str, *, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
@@ -40,6 +41,12 @@ def connect(path: str, *, synchronous: Synchronous = "FULL") -> sqlite3.Connecti
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
+    # Checkpoint every 4,000 WAL pages (16 MiB) rather than SQLite's 1,000: the
+    # checkpoint runs inside the commit that crosses the mark and stalls every write
+    # queued behind it; a quarter as many stalls gave about 9 % more accepts a second
+    # under saturation (benchmarks/ingest), and pages rewritten between two
+    # checkpoints are copied once.
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     return conn
 
 
