@@ -1,12 +1,14 @@
 """Ingest benchmark: signed Events API requests against /slack/events.
 
-    uv run python benchmarks/ingest/run.py [--seconds 8] [--rate 300] [--only bare,bolt,controlroom]
+    uv run python benchmarks/ingest/run.py [--seconds 8] [--rate 300] [--conns 32]
+        [--only bare,bolt,controlroom,controlroom-handler]
 
 Runs, in one invocation, (a) a bare Starlette/uvicorn route, (b) Bolt for Python's
 AsyncApp with a no-op listener, (c) Control Room in embedded mode committing every event
-to SQLite. Each server runs in its own process pinned to core 0; this load generator is
-pinned to core 1. Reports throughput at saturation and ack latency at a fixed rate, with
-ratios to (a) and (b).
+to SQLite, and (d) the same with a no-op durable handler subscribed, so that every event
+also becomes a job that the workers in the same process run. Each server runs in its
+own process pinned to core 0; this load generator is pinned to core 1. Reports ack
+latency at a fixed rate and throughput at saturation, with ratios to (a) and (b).
 """
 
 from __future__ import annotations
@@ -66,15 +68,19 @@ def server(kind: str) -> Iterator[int]:
 
 
 async def measure(kind: str, seconds: float, rate: float, conns: int) -> tuple[Result, Result]:
+    """Latency at the fixed rate first, on a warmed and idle server, then throughput at
+    saturation (measured the other way round, a server with durable handlers would still
+    be running the jobs the saturation phase queued while its latency is measured)."""
     with server(kind) as port:
         warm = signed_event_requests(500, SIGNING_SECRET, port)
         await saturate(port, warm, conns, 2.0)
-        reqs = signed_event_requests(int(seconds * 30000), SIGNING_SECRET, port)
-        sat = await saturate(port, reqs, conns, seconds)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         fixed = await fixed_rate(
             port, signed_event_requests(int(rate * 10), SIGNING_SECRET, port), rate, 16
         )
+        await asyncio.sleep(1.0)
+        reqs = signed_event_requests(int(seconds * 30000), SIGNING_SECRET, port)
+        sat = await saturate(port, reqs, conns, seconds)
     return sat, fixed
 
 
@@ -93,7 +99,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--conns", type=int, default=32)
-    ap.add_argument("--only", default="bare,bolt,controlroom")
+    ap.add_argument("--only", default="bare,bolt,controlroom,controlroom-handler")
     args = ap.parse_args()
     pin(1)
     import uvloop

@@ -1,11 +1,16 @@
 """The three servers the ingest benchmark compares, each run as its own process.
 
-    python benchmarks/ingest/servers.py bare|bolt|controlroom PORT DATA_DIR
+    python benchmarks/ingest/servers.py bare|bolt|controlroom|controlroom-handler PORT DATA_DIR
 
 - bare: a Starlette route that only returns 200 (the limit of the stack);
 - bolt: Bolt for Python's AsyncApp with a no-op listener, through its Starlette adapter
   (it verifies the signature and parses, and commits nothing);
-- controlroom: the embedded hub (SQLite, workers running), committing every event.
+- controlroom: the embedded hub (SQLite, workers running), committing every event. No
+  workflow subscribes to ``message``, so each envelope is committed to the inbox
+  (de-duplicated, replayable) without a dispatch job;
+- controlroom-handler: the same with a no-op durable ``message`` handler, so each event
+  also gets a dispatch job in the same transaction, and the workers (same process, same
+  core) claim and run it while the intake goes on.
 
 All three run on uvicorn with uvloop and httptools, access log off.
 """
@@ -70,7 +75,19 @@ def bolt_app() -> Any:
     return Starlette(routes=[Route("/slack/events", events, methods=["POST"])])
 
 
-async def run_controlroom(port: int, data_dir: Path) -> None:
+def noop_message_workflow() -> Any:
+    from controlroom import Context, Workflow
+
+    workflow = Workflow("bench")
+
+    @workflow.event("message")
+    async def noop(ctx: Context) -> None:
+        return None
+
+    return workflow
+
+
+async def run_controlroom(port: int, data_dir: Path, *, with_handler: bool = False) -> None:
     from controlroom.app import create_app
     from controlroom.config import load_settings
     from controlroom.hub import Hub
@@ -86,7 +103,7 @@ async def run_controlroom(port: int, data_dir: Path) -> None:
     from controlroom.logs import configure_logging
 
     configure_logging(settings)
-    hub = Hub(settings, workflows=[])
+    hub = Hub(settings, workflows=[noop_message_workflow()] if with_handler else [])
     await hub.start()
     app = create_app(settings, hub=hub, manage_hub=False)
     config = uvicorn.Config(
@@ -102,10 +119,12 @@ async def run_controlroom(port: int, data_dir: Path) -> None:
 
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
-    if kind == "controlroom":
+    if kind in ("controlroom", "controlroom-handler"):
         import uvloop
 
-        uvloop.run(run_controlroom(port, Path(sys.argv[3])))
+        uvloop.run(
+            run_controlroom(port, Path(sys.argv[3]), with_handler=kind == "controlroom-handler")
+        )
         return
     app = bare_app() if kind == "bare" else bolt_app()
     uvicorn.run(
