@@ -296,3 +296,33 @@ async def test_the_wal_is_checkpointed_every_4000_pages(tmp_path: Path) -> None:
             lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         )
         assert pages == 4000
+
+
+async def test_an_envelope_just_accepted_is_read_back_from_memory_as_a_fresh_copy(
+    tmp_path: Path,
+) -> None:
+    async with SqliteQueue(tmp_path / "q.db") as q:
+        env = envelope(7)
+        await q.accept(env)
+        # The stored row is gone: only the in-memory copy can answer.
+        await q._writer.submit(lambda conn: conn.execute("DELETE FROM queue_inbox"))
+        first = await q.get_envelope(env.id)
+        assert first == env
+        assert first is not None
+        first.body["n"] = "changed by a handler"
+        assert await q.get_envelope(env.id) == env
+
+
+async def test_purged_envelopes_are_not_served_from_memory(tmp_path: Path) -> None:
+    clock = FakeClock(1_000_000.0)
+    async with SqliteQueue(tmp_path / "q.db", clock=clock) as q:
+        env = Envelope(kind="webhook", source="hook:ci", body={}, dedupe_key="p", received_at=1.0)
+        await q.accept(env)
+        job = (await q.list_jobs(limit=1))[0]
+        await q._writer.submit(
+            lambda conn: conn.execute(
+                "UPDATE queue_jobs SET status = 'succeeded' WHERE id = ?", (job.id,)
+            )
+        )
+        assert await q.purge_inbox(86400.0) == 1
+        assert await q.get_envelope(env.id) is None

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ from controlroom.queue.base import (
 )
 
 __all__ = ["SqliteQueue"]
+
+# Envelopes accepted by this process kept in memory for their dispatch jobs (about
+# 1.5 KB each): the newest 2,048, a few seconds of a busy workspace.
+_RECENT_ENVELOPES = 2048
 
 
 _SCHEMA = """
@@ -156,6 +161,7 @@ class SqliteQueue:
         self._readers = threading.local()
         self._reader_lock = threading.Lock()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._recent: OrderedDict[str, str] = OrderedDict()
         self._tasks: dict[str, TaskFn] = {}
         self._periodics: dict[str, PeriodicSpec] = {}
         self._wakers: set[asyncio.Event] = set()
@@ -191,6 +197,7 @@ class SqliteQueue:
         if not self._opened:
             return
         self._opened = False
+        self._recent.clear()
         await asyncio.to_thread(self._writer.stop)
         with self._reader_lock:
             conns, self._reader_conns = self._reader_conns, []
@@ -266,10 +273,25 @@ class SqliteQueue:
 
         result: AcceptResult = await self._writer.submit(op)
         if dispatch and not result.duplicate:
+            self._remember(envelope.id, data)
             self._wake()
         return result
 
+    def _remember(self, envelope_id: str, data: str) -> None:
+        """Keep the stored JSON of an envelope a job of this process will read next."""
+        recent = self._recent
+        recent[envelope_id] = data
+        if len(recent) > _RECENT_ENVELOPES:
+            recent.popitem(last=False)
+
     async def get_envelope(self, envelope_id: str) -> Envelope | None:
+        # An envelope committed by this process moments ago is read from memory (its
+        # dispatch job runs here, in embedded mode): no thread hop, no read. The JSON is
+        # kept, not the object, so every reader gets its own copy of the body.
+        data = self._recent.get(envelope_id)
+        if data is not None:
+            return Envelope.from_json(data)
+
         def op(conn: sqlite3.Connection) -> Envelope | None:
             sql = "SELECT json FROM queue_inbox WHERE id = ?"
             row = conn.execute(sql, (envelope_id,)).fetchone()
@@ -605,6 +627,8 @@ class SqliteQueue:
 
             deleted: int = await self._writer.submit(delete)
             purged += deleted
+            for envelope_id in ids:
+                self._recent.pop(envelope_id, None)
             if len(old) < len(rows) or len(rows) < batch:
                 break
         return purged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -29,6 +29,17 @@ class RunningSandbox:
         return f"{self.url}/api/"
 
 
+class _Server(uvicorn.Server):
+    """Signals are the caller's business. uvicorn's own handling would take Ctrl-C from
+    the process that embeds the sandbox (``controlroom up``, a test run), stop the
+    sandbox alone and raise the signal again when it is done, so the embedding process
+    would be told twice, the second time while it is already shutting down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def serve_sandbox(
     sb: Sandbox, host: str = "127.0.0.1", port: int = 0
@@ -49,7 +60,7 @@ async def serve_sandbox(
         ws_ping_interval=None,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
