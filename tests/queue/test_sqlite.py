@@ -326,3 +326,43 @@ async def test_purged_envelopes_are_not_served_from_memory(tmp_path: Path) -> No
         )
         assert await q.purge_inbox(86400.0) == 1
         assert await q.get_envelope(env.id) is None
+
+
+async def test_a_claim_walks_the_due_index_instead_of_sorting_the_backlog(
+    tmp_path: Path,
+) -> None:
+    from controlroom.queue.sqlite import _CLAIMABLE, _CLAIMABLE_CASES
+
+    async with SqliteQueue(tmp_path / "q.db") as q:
+        for due in _CLAIMABLE_CASES:
+            query = _CLAIMABLE.format(due=due, tasks=":t0")
+            plan = await q._read(
+                lambda c, query=query: [
+                    row[3]
+                    for row in c.execute(
+                        "EXPLAIN QUERY PLAN " + query, {"now": 1.0, "limit": 8, "t0": "t"}
+                    )
+                ]
+            )
+            assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+async def test_claims_take_expired_leases_and_due_jobs_in_run_at_order(tmp_path: Path) -> None:
+    clock = FakeClock(1000.0)
+    async with SqliteQueue(tmp_path / "q.db", clock=clock) as q:
+        q.register("t", _noop_task)
+        late = await q.enqueue("t", {"n": "queued, due at 1000"})
+        stalled = await q.enqueue("t", {"n": "running, lease expired, due at 900"})
+        await q._writer.submit(
+            lambda conn: conn.execute(
+                "UPDATE queue_jobs SET status = 'running', run_at = 900, lease_until = 950,"
+                " worker_id = 'gone' WHERE id = ?",
+                (stalled,),
+            )
+        )
+        assert [job.id for job in await q._claim(1)] == [stalled]
+        assert [job.id for job in await q._claim(5)] == [late]
+
+
+async def _noop_task(job: JobInfo) -> None:
+    return None

@@ -87,12 +87,15 @@ CREATE TABLE IF NOT EXISTS queue_periodic_ticks (
 """
 
 # A job is claimable when it is due (or its runner's lease ran out) and no job enqueued
-# before it with the same lock key is still queued or running.
+# before it with the same lock key is still queued or running. The two cases are two
+# queries, merged in (run_at, seq) order: as one query with an OR, SQLite collected every
+# due job and sorted them to return a handful (a claim cost grew with the backlog); alone,
+# the queued case walks queue_jobs_due, whose order is (status, run_at, seq), and stops
+# at the limit.
 _CLAIMABLE = """
 SELECT * FROM queue_jobs AS j
-WHERE j.task IN ({tasks})
-  AND ((j.status = 'queued' AND j.run_at <= :now)
-       OR (j.status = 'running' AND j.lease_until < :now))
+WHERE {due}
+  AND j.task IN ({tasks})
   AND (j.lock_key IS NULL OR NOT EXISTS (
         SELECT 1 FROM queue_jobs AS e
         WHERE e.lock_key = j.lock_key AND e.seq < j.seq
@@ -100,6 +103,9 @@ WHERE j.task IN ({tasks})
 ORDER BY j.run_at, j.seq
 LIMIT :limit
 """
+_DUE_QUEUED = "j.status = 'queued' AND j.run_at <= :now"
+_DUE_LEASE_EXPIRED = "j.status = 'running' AND j.lease_until < :now"
+_CLAIMABLE_CASES = (_DUE_QUEUED, _DUE_LEASE_EXPIRED)
 
 
 def _row_to_job(row: sqlite3.Row) -> JobInfo:
@@ -414,13 +420,16 @@ class SqliteQueue:
         now = self._clock()
         lease_until = now + self.lease_seconds
         worker = self.worker_id
-        query = _CLAIMABLE.format(tasks=", ".join(f":t{i}" for i in range(len(tasks))))
+        names = ", ".join(f":t{i}" for i in range(len(tasks)))
+        queries = [_CLAIMABLE.format(due=due, tasks=names) for due in _CLAIMABLE_CASES]
         params: dict[str, Any] = {"now": now, "limit": limit}
         params.update({f"t{i}": name for i, name in enumerate(tasks)})
 
         def op(conn: sqlite3.Connection) -> list[JobInfo]:
             claimed: list[JobInfo] = []
-            for row in conn.execute(query, params).fetchall():
+            rows = [row for query in queries for row in conn.execute(query, params)]
+            rows.sort(key=lambda row: (row["run_at"], row["seq"]))
+            for row in rows[:limit]:
                 attempts = row["attempts"]
                 if row["status"] == "running":
                     # Its worker stopped heart-beating (killed): that run was an attempt.
