@@ -212,8 +212,8 @@ class QueueSettings(_Model):
 class DatabaseSettings(_Model):
     """Connection pools per process on PostgreSQL (SQLite opens connections as needed).
     A process holds at most ``pool_size + max_overflow`` store connections plus
-    ``queue_pool_max`` queue connections (plus the rate gate's 4 and, in a worker, one
-    LISTEN connection)."""
+    ``queue_pool_max`` queue connections, ``gate_pool_max`` rate-gate connections and, in
+    a worker, one LISTEN connection."""
 
     pool_size: int = Field(
         default=3, ge=1, le=100, description="SQLAlchemy connections kept open per process."
@@ -229,6 +229,12 @@ class DatabaseSettings(_Model):
     )
     queue_pool_max: int = Field(
         default=4, ge=1, le=100, description="Queue (psycopg) connections at most."
+    )
+    gate_pool_max: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Connections the shared Slack rate gate uses at most (one is kept open).",
     )
 
     @field_validator("queue_pool_max")

@@ -156,7 +156,7 @@ class Hub:
 
         # Every Web API call passes one gate: in process memory on SQLite, shared by all
         # workers through PostgreSQL in the distributed mode.
-        self.gate = gate_for_database(url)
+        self.gate = gate_for_database(url, pool_max=settings.database.gate_pool_max)
         self.outbound = SlackOutbound(
             self.gate,
             base_url=settings.slack.api_url,

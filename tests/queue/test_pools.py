@@ -11,6 +11,7 @@ from controlroom.config import load_settings
 from controlroom.errors import ConfigError, QueueError
 from controlroom.hub import Hub
 from controlroom.queue.postgres import PostgresQueue
+from controlroom.slack.gate_pg import PostgresGateBackend
 from tests.queue.conftest import _pg_reset
 
 
@@ -22,9 +23,10 @@ def pg_url(pg_database: str) -> Iterator[str]:
 
 def test_pool_defaults_keep_six_processes_well_under_max_connections_100() -> None:
     db = load_settings(environ={}).database
-    gate, listen = 4, 1  # the rate gate's pool and a worker's LISTEN connection
-    per_process = db.pool_size + db.max_overflow + db.queue_pool_max + gate + listen
+    listen = 1  # a worker's LISTEN connection
+    per_process = db.pool_size + db.max_overflow + db.queue_pool_max + db.gate_pool_max + listen
     assert (db.pool_size, db.max_overflow, db.queue_pool_min, db.queue_pool_max) == (3, 2, 1, 4)
+    assert db.gate_pool_max == 4
     assert 6 * per_process <= 85
 
 
@@ -53,12 +55,17 @@ async def test_configured_pool_sizes_reach_the_engine_and_the_queue_pool(pg_url:
             "CONTROLROOM_DATABASE__MAX_OVERFLOW": "1",
             "CONTROLROOM_DATABASE__QUEUE_POOL_MIN": "2",
             "CONTROLROOM_DATABASE__QUEUE_POOL_MAX": "3",
+            "CONTROLROOM_DATABASE__GATE_POOL_MAX": "5",
         },
         overrides={"database_url": pg_url},
     )
     hub = Hub(settings, workflows=[])
     await hub.start()
     try:
+        gate = hub.gate.backend
+        assert isinstance(gate, PostgresGateBackend)
+        await gate.open()
+        assert gate._pool.max_size == 5
         pool = hub.db.engine.pool
         assert pool.size() == 2  # type: ignore[attr-defined]
         assert pool._max_overflow == 1  # type: ignore[attr-defined]

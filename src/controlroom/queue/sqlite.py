@@ -579,19 +579,10 @@ class SqliteQueue:
         return max(0.0, min(candidates))
 
     async def purge(self) -> int:
-        """Delete succeeded and cancelled jobs older than the retention."""
-        cutoff = self._clock() - self.retention_seconds
-
-        def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "DELETE FROM queue_jobs WHERE status IN ('succeeded', 'cancelled')"
-                " AND updated_at < ?",
-                (cutoff,),
-            )
-            return cur.rowcount
-
-        result: int = await self._writer.submit(op)
-        return result
+        """Delete succeeded and cancelled jobs older than the retention, a batch per
+        write (one DELETE of a long backlog would hold the writer, and every accept
+        queued behind it, for as long as it takes)."""
+        return await self.purge_jobs(self.retention_seconds)
 
     async def purge_inbox(self, older_than: float, *, batch: int = 500) -> int:
         """Delete old envelopes no live job names (see ``JobQueue.purge_inbox``).

@@ -224,13 +224,14 @@ def _libpq_url(url: str) -> str:
     return url
 
 
-def gate_for_database(database_url: str | None, **options: Any) -> RateGate:
-    """The gate for a deployment: budgets in PostgreSQL (shared by every worker) when the
-    database URL is PostgreSQL, in process memory otherwise (the embedded mode).
-    ``options`` go to :class:`~controlroom.slack.gate.RateGate` (tiers, max_wait, ...)."""
+def gate_for_database(database_url: str | None, *, pool_max: int = 4, **options: Any) -> RateGate:
+    """The gate for a deployment: budgets in PostgreSQL (shared by every worker, through
+    at most ``pool_max`` connections) when the database URL is PostgreSQL, in process
+    memory otherwise (the embedded mode). ``options`` go to
+    :class:`~controlroom.slack.gate.RateGate` (tiers, max_wait, ...)."""
     if database_url and database_url.split(":", 1)[0].split("+", 1)[0] in (
         "postgres",
         "postgresql",
     ):
-        return RateGate(PostgresGateBackend(database_url), **options)
+        return RateGate(PostgresGateBackend(database_url, max_size=pool_max), **options)
     return RateGate(MemoryGateBackend(), **options)
