@@ -4,7 +4,7 @@ over httpx.ASGITransport, and signed-request helpers."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from controlroom.config import HookSource, Secret, ServerSettings, Settings, SlackSettings
 from controlroom.edge.http import EdgeMetrics, edge_routes
-from controlroom.edge.replay import MemoryReplayCache
+from controlroom.edge.replay import MemoryReplayCache, ReplayCache
 from controlroom.edge.shared import InlineHandler
 from controlroom.edge.signing import sign_hook, sign_slack
 from controlroom.envelope import Envelope
@@ -51,6 +51,25 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def edge_app(
+    queue: SqliteQueue,
+    *,
+    replay: ReplayCache | None = None,
+    clock: Callable[[], float] = lambda: NOW,
+) -> Starlette:
+    """The intake routes alone, with default settings and no inline handlers."""
+    return Starlette(
+        routes=edge_routes(
+            make_settings(),
+            queue,
+            replay=replay if replay is not None else MemoryReplayCache(),
+            inline=None,
+            metrics=EdgeMetrics(CollectorRegistry()),
+            clock=clock,
+        )
+    )
 
 
 def make_settings(**server: Any) -> Settings:

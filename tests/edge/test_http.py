@@ -31,9 +31,9 @@ from .conftest import (
     JENKINS_SECRET,
     NOW,
     Edge,
+    edge_app,
     fixture_bytes,
     hook_headers,
-    make_settings,
     slack_headers,
 )
 
@@ -543,17 +543,7 @@ async def test_an_unreachable_queue_is_a_503_so_that_slack_retries(tmp_path: Pat
     queue = SqliteQueue(tmp_path / "q.db")
     await queue.open()
     await queue.close()  # accept() on a closed queue fails
-    clock = lambda: NOW  # noqa: E731
-    app = Starlette(
-        routes=edge_routes(
-            make_settings(),
-            queue,
-            replay=MemoryReplayCache(),
-            inline=None,
-            metrics=EdgeMetrics(CollectorRegistry()),
-            clock=clock,
-        )
-    )
+    app = edge_app(queue)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://e"
     ) as client:
@@ -574,16 +564,7 @@ async def test_replicas_sharing_the_sql_replay_cache_refuse_each_others_replays(
     try:
         clients = []
         for _ in range(2):
-            app = Starlette(
-                routes=edge_routes(
-                    make_settings(),
-                    queue,
-                    replay=SqlReplayCache(db),
-                    inline=None,
-                    metrics=EdgeMetrics(CollectorRegistry()),
-                    clock=lambda: NOW,
-                )
-            )
+            app = edge_app(queue, replay=SqlReplayCache(db))
             clients.append(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e")
             )
@@ -622,16 +603,7 @@ async def test_a_body_sent_in_several_chunks_is_joined_before_it_is_verified(edg
 async def test_a_client_gone_before_its_body_ends_is_refused_and_nothing_is_stored(
     queue: SqliteQueue, clock: Any
 ) -> None:
-    app = Starlette(
-        routes=edge_routes(
-            make_settings(),
-            queue,
-            replay=MemoryReplayCache(),
-            inline=None,
-            metrics=EdgeMetrics(CollectorRegistry()),
-            clock=clock,
-        )
-    )
+    app = edge_app(queue, clock=clock)
     incoming = [
         {"type": "http.request", "body": MENTION[:50], "more_body": True},
         {"type": "http.disconnect"},

@@ -9,28 +9,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
-from prometheus_client import CollectorRegistry
-from starlette.applications import Starlette
 
-from controlroom.edge.http import EdgeMetrics, edge_routes
-from controlroom.edge.replay import MemoryReplayCache
 from controlroom.queue.sqlite import SqliteQueue
 
-from .conftest import NOW, fixture_bytes, make_settings, slack_headers
+from .conftest import edge_app, fixture_bytes, slack_headers
 
 
 @pytest.fixture
 async def server_url(queue: SqliteQueue) -> AsyncIterator[str]:
-    app = Starlette(
-        routes=edge_routes(
-            make_settings(),
-            queue,
-            replay=MemoryReplayCache(),
-            inline=None,
-            metrics=EdgeMetrics(CollectorRegistry()),
-            clock=lambda: NOW,
-        )
-    )
+    app = edge_app(queue)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

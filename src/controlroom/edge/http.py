@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -60,30 +60,14 @@ _log = structlog.get_logger("controlroom.edge.http")
 
 
 async def read_capped_body(request: Request, cap: int) -> bytes:
-    """The raw body, or ``EdgeRejection`` 413 as soon as it would exceed ``cap`` bytes
-    (a declared ``Content-Length`` over the cap is refused before reading anything)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
-            raise EdgeRejection("invalid Content-Length header", 400, "bad_header")
-        if int(declared) > cap:
-            raise EdgeRejection(f"body larger than {cap} bytes", 413, "too_large")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise EdgeRejection(f"body larger than {cap} bytes", 413, "too_large")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise EdgeRejection("client disconnected", 400, "disconnected") from None
-    return b"".join(chunks)
+    """The raw body of a Starlette request, capped (see ``read_asgi_body``)."""
+    return await read_asgi_body(request.receive, request.headers.get("content-length"), cap)
 
 
 async def read_asgi_body(receive: Receive, declared: str | None, cap: int) -> bytes:
-    """``read_capped_body`` for a raw ASGI ``receive``: the body, or ``EdgeRejection``
-    413 as soon as it would exceed ``cap`` bytes."""
+    """The raw body from an ASGI ``receive``, or ``EdgeRejection`` 413 as soon as it would
+    exceed ``cap`` bytes (a ``declared`` Content-Length over the cap is refused before
+    reading anything; 400 if the client goes away before the end)."""
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
             raise EdgeRejection("invalid Content-Length header", 400, "bad_header")
