@@ -129,23 +129,20 @@ def _json_bytes(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-_EMPTY_OK: list[tuple[bytes, bytes]] = [(b"content-length", b"0")]
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 
 
 async def _answer(
-    send: Send, status: int, body: bytes = b"", content_type: bytes = b"", extra: bool = False
+    send: Send, status: int, body: bytes = b"", content_type: bytes = b"", no_retry: bool = False
 ) -> None:
-    """Send a complete response; ``extra`` adds ``X-Slack-No-Retry: 1``."""
-    if not body and not extra and not content_type:
-        headers = _EMPTY_OK
-    else:
-        headers = [(b"content-length", str(len(body)).encode("ascii"))]
-        if content_type:
-            headers.append((b"content-type", content_type))
-        if extra:
-            headers.append((b"x-slack-no-retry", b"1"))
+    """Send a complete response; ``no_retry`` adds ``X-Slack-No-Retry: 1``. The header
+    list is new each time: middleware may add to it in place."""
+    headers = [(b"content-length", str(len(body)).encode("ascii") if body else b"0")]
+    if content_type:
+        headers.append((b"content-type", content_type))
+    if no_retry:
+        headers.append((b"x-slack-no-retry", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -247,7 +244,7 @@ class _Edge:
         except EdgeRejection as exc:
             self._count_refusal("slack", exc)
             status, body, content_type = exc.status, _reason(exc).encode("utf-8"), _TEXT
-            await _answer(send, status, body, content_type, extra=_no_retry(exc))
+            await _answer(send, status, body, content_type, no_retry=_no_retry(exc))
         else:
             await _answer(send, status, body, content_type)
         finally:
