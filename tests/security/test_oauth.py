@@ -18,6 +18,7 @@ from controlroom.security.audit import AuditLog
 from controlroom.security.crypto import Cipher, generate_key
 from controlroom.security.installations import Installation, InstallationStore
 from controlroom.security.oauth import (
+    ClientLimiter,
     InstallationUnavailable,
     OAuthSettings,
     OAuthStateStore,
@@ -386,3 +387,29 @@ async def test_waiting_forever_on_a_live_holder_is_a_transient_error(env: Env) -
     )
     with pytest.raises(SlackTransientError, match="did not finish"):
         await rot.fresh("T0AAA")
+
+
+async def test_an_address_over_the_install_limit_is_told_when_to_come_back(env: Env) -> None:
+    now = [1000.0]
+    env.oauth.limiter = ClientLimiter(limit=3, window=60.0, clock=lambda: now[0])
+    other = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=env.app, client=("198.51.100.7", 4000)),
+        base_url=env.app_url,
+    )
+    async with browser(env, follow=False) as b, other:
+        codes = [(await b.get(f"{env.app_url}/slack/install")).status_code for _ in range(3)]
+        refused = await b.get(f"{env.app_url}/slack/oauth_redirect", params={"code": "c"})
+        assert codes == [302, 302, 302]
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "60"
+        assert "Too many installation requests from this address" in refused.text
+        assert (await other.get("/slack/install")).status_code == 302
+        now[0] += 61
+        assert (await b.get(f"{env.app_url}/slack/install")).status_code == 302
+
+
+def test_the_limiter_forgets_the_oldest_addresses_past_its_bound() -> None:
+    limiter = ClientLimiter(limit=1, window=60.0, max_clients=2, clock=lambda: 5.0)
+    assert [limiter.retry_after(a) for a in ("a", "b", "c")] == [0.0, 0.0, 0.0]
+    assert limiter.retry_after("c") == 60.0
+    assert limiter.retry_after("a") == 0.0  # forgotten, so counted afresh

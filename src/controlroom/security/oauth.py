@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+import math
 import secrets
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +44,7 @@ from controlroom.security.redaction import RateLimitedLogger
 from controlroom.store.db import Database, metadata
 
 __all__ = [
+    "ClientLimiter",
     "InstallationUnavailable",
     "OAuthSettings",
     "OAuthStateStore",
@@ -229,6 +232,41 @@ def _page(title: str, body: str, status: int) -> HTMLResponse:
     return resp
 
 
+class ClientLimiter:
+    """At most ``limit`` requests per ``window`` seconds from one client address, in
+    this process's memory (the install pages are opened by people, a few times; a
+    script hammering them would fill the state table and the audit log). The oldest
+    addresses are forgotten past ``max_clients``."""
+
+    def __init__(
+        self,
+        limit: int = 20,
+        window: float = 60.0,
+        *,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_clients = max_clients
+        self._clock = clock
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, client: str) -> float:
+        """0 if ``client`` may go on (the request is counted), else seconds to wait."""
+        now = self._clock()
+        times = self._seen.pop(client, None) or deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        self._seen[client] = times
+        while len(self._seen) > self.max_clients:
+            self._seen.popitem(last=False)
+        if len(times) >= self.limit:
+            return max(0.0, times[0] + self.window - now)
+        times.append(now)
+        return 0.0
+
+
 class SlackOAuth:
     """The install endpoints and the ``oauth.v2.*`` calls."""
 
@@ -242,6 +280,7 @@ class SlackOAuth:
         audit: AuditLog | None = None,
         security_log: RateLimitedLogger | None = None,
         clock: Callable[[], float] = time.time,
+        limiter: ClientLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
@@ -250,6 +289,7 @@ class SlackOAuth:
         self.audit = audit
         self.security_log = security_log
         self.clock = clock
+        self.limiter = limiter if limiter is not None else ClientLimiter()
 
     # ---------------------------------------------------------------- Slack calls
     def authorize_url(self, state: str, team: str | None = None) -> str:
@@ -360,9 +400,34 @@ class SlackOAuth:
     # ---------------------------------------------------------------- endpoints
     def routes(self) -> list[Route]:
         return [
-            Route(self.settings.install_path, self.install, methods=["GET"]),
-            Route(self.settings.redirect_path, self.redirect, methods=["GET"]),
+            Route(self.settings.install_path, self._limited(self.install), methods=["GET"]),
+            Route(self.settings.redirect_path, self._limited(self.redirect), methods=["GET"]),
         ]
+
+    def _limited(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` behind the per-client limit: over it, a 429 with Retry-After."""
+
+        async def limited(request: Request) -> Response:
+            client = request.client.host if request.client else "unknown"
+            wait = self.limiter.retry_after(client)
+            if wait <= 0:
+                return await endpoint(request)
+            if self.security_log is not None:
+                self.security_log.warning(
+                    "oauth_rate", "oauth endpoint rate-limited", path=request.url.path
+                )
+            seconds = max(1, math.ceil(wait))
+            resp = _page(
+                "Too many attempts",
+                f"Too many installation requests from this address; try again in {seconds} s.",
+                429,
+            )
+            resp.headers["retry-after"] = str(seconds)
+            return resp
+
+        return limited
 
     def _secure(self) -> bool:
         return self.settings.redirect_uri.startswith("https://")
