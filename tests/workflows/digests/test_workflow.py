@@ -27,13 +27,24 @@ AURORA = "C0AURORA01"
 LEADERSHIP = "G0LEADDIGE"
 
 
+def _quiet_cron() -> str:
+    """Weekdays at a whole hour twelve hours from now in Paris: no real tick falls while
+    these tests run, nor inside the catch-up window a hub looks back over when it starts
+    (a fixed 09:00 made them fail between 09:00 and 10:00 Paris time)."""
+    hour = (datetime.now(ZoneInfo("Europe/Paris")).hour + 12) % 24
+    return f"0 {hour} * * 1-5"
+
+
+CRON = _quiet_cron()
+
+
 def digests_overrides(**settings: Any) -> dict[str, Any]:
     """One digest of #proj-aurora; keyword arguments go to the digest, or to
     ``[workflows.digests]`` when they are its settings."""
     entry: dict[str, Any] = {
         "name": "aurora",
         "channels": ["proj-aurora"],
-        "cron": "0 9 * * 1-5",
+        "cron": CRON,
         "timezone": "Europe/Paris",
     }
     top: dict[str, Any] = {"history_retry_delay": 0.0}
@@ -192,7 +203,7 @@ async def test_when_the_history_cannot_be_read_the_digest_says_it_is_incomplete(
         await h.act.post_message("tomas", "proj-aurora", "We decided to ship Aurora on Monday.")
         await h.settle()
         h.sandbox.faults.set("conversations.history", error_rate=1.0)
-        tick = next_tick("0 9 * * 1-5", "Europe/Paris", time.time() + 5)
+        tick = next_tick(CRON, "Europe/Paris", time.time() + 5)
         await enqueue_due(h.hub, tick + timedelta(seconds=10))
         await h.settle()
         [post] = [m for m in h.sandbox.state.messages("leadership-digest") if m.get("bot_id")]
