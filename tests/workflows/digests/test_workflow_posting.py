@@ -14,9 +14,9 @@ from typing import Any
 from controlroom.testing import HubHarness
 from controlroom.workflows.digests.runner import DIGEST_EVENT_TYPE
 from controlroom.workflows.digests.workflow import enqueue_due
-from tests.workflows.digests.test_workflow import digests_hub, next_tick, runtime, store
+from tests.workflows.digests.test_workflow import CRON, digests_hub, next_tick, runtime, store
 
-CRON, TZ = "0 9 * * 1-5", "Europe/Paris"
+TZ = "Europe/Paris"
 STATUS = re.compile(r"_(new|still open|resolved)_$")
 
 
