@@ -109,12 +109,8 @@ async def open_db(settings: Settings, *, must_exist: bool = True) -> AsyncIterat
     """The configured database with every table present. With ``must_exist``, a SQLite
     file that does not exist yet is an error rather than a new empty database."""
     url = settings.effective_database_url
-    path = _sqlite_path(url)
-    if must_exist and path is not None and not path.exists():
-        raise OpsError(
-            f"no database at {path}: has Control Room run with this configuration "
-            "(data_dir / database_url)?"
-        )
+    if must_exist:
+        require_database(url)
     from controlroom.store.db import Database
     from controlroom.store.schema import load_all_tables
 
@@ -125,6 +121,17 @@ async def open_db(settings: Settings, *, must_exist: bool = True) -> AsyncIterat
         yield db
     finally:
         db.dispose()
+
+
+def require_database(url: str) -> None:
+    """Refuse a SQLite file that does not exist yet (opening it would create an empty
+    database, which is never what an operator command meant)."""
+    path = _sqlite_path(url)
+    if path is not None and not path.exists():
+        raise OpsError(
+            f"no database at {path}: has Control Room run with this configuration "
+            "(data_dir / database_url)?"
+        )
 
 
 def _sqlite_path(url: str) -> Path | None:

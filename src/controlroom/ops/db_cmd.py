@@ -16,7 +16,7 @@ import typer
 
 from controlroom.config import Settings
 from controlroom.errors import ControlRoomError
-from controlroom.ops._common import ConfigOpt, OpsError, _sqlite_path, fail, load
+from controlroom.ops._common import ConfigOpt, fail, load, require_database
 
 if TYPE_CHECKING:
     from controlroom.store.db import Database
@@ -38,12 +38,8 @@ def _database(settings: Settings, *, must_exist: bool) -> Iterator[Database]:
     from controlroom.store.db import Database
 
     url = settings.effective_database_url
-    path = _sqlite_path(url)
-    if must_exist and path is not None and not path.exists():
-        raise OpsError(
-            f"no database at {path}: has Control Room run with this configuration "
-            "(data_dir / database_url)?"
-        )
+    if must_exist:
+        require_database(url)
     db = Database(url)
     try:
         yield db
